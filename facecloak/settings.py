@@ -35,7 +35,9 @@ class Settings(BaseSettings):
         description="Largest photo accepted, in pixels (Pillow's own bomb limit is ~89 M).",
     )
     max_upload_bytes: int = Field(default=25 * 1024 * 1024)
-    min_face_size: int = Field(default=40, description="Smallest face (box side, pixels) protected.")
+    min_face_size: int = Field(
+        default=40, description="Smallest face (box side, pixels) protected."
+    )
 
     # service
     api_keys: str = Field(default="", description="'key:tenant,key2:tenant2'.")
@@ -44,6 +46,37 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = 24 * 3600
     max_batch_photos: int = 100
     rate_limit_per_minute: int = 120
+    data_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".local" / "share" / "facecloak",
+        description="Embedded mode: the SQLite job store and (without storage_url) the blobs.",
+    )
+    jobstore_url: str | None = Field(
+        default=None, description="redis://... job store (default: broker_url; else SQLite)."
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint.")
+    max_request_bytes: int = Field(default=200 * 1024 * 1024, description="Whole request body.")
+    allowed_formats: str = Field(default="JPEG,PNG,WEBP,BMP,TIFF", description="By content.")
+    zip_max_entries: int = 1000
+    zip_max_ratio: float = Field(default=100.0, description="Largest uncompressed/compressed.")
+    embedded_workers: int = Field(default=1, description="Embedded mode: jobs run in parallel.")
+    task_time_limit_seconds: int = Field(default=3600, description="Hard limit per photo task.")
+    lease_seconds: float = Field(
+        default=60.0, description="A running photo whose worker stops heartbeating is retried."
+    )
+    max_attempts: int = Field(default=2, description="Runs per photo before it is failed.")
+    reaper_interval_seconds: float = Field(default=5.0, description="Lease/expiry sweep period.")
+    verify_timeout_seconds: float = 300.0
+    shutdown_grace_seconds: float = Field(
+        default=10.0, description="Embedded mode: how long stopping waits for running photos."
+    )
+    warm_up: bool = Field(default=True, description="Workers load the models at start.")
+    webhook_secret: str = Field(default="", description="HMAC-SHA256 key of webhook signatures.")
+    webhook_max_attempts: int = 5
+    webhook_backoff_seconds: float = Field(default=2.0, description="First retry delay (x2).")
+    webhook_timeout_seconds: float = 10.0
+    webhook_allowed_hosts: str = Field(
+        default="", description="Comma-separated hosts callback_url may name (empty: any)."
+    )
 
 
 @lru_cache(maxsize=1)

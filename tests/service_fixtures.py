@@ -1,0 +1,167 @@
+"""Helpers shared by the service tests (servers, photos, a fast stand-in protect job)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from PIL import Image
+
+from facecloak.settings import Settings
+from workers.jobs.options import JobError, PhotoOutcome
+
+REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "data" / "faces" / "test"
+FACE_PHOTO = FACES / "obama__examples_obama.jpg"
+KEYS = "key-a:tenant-a,key-b:tenant-b"
+A = {"X-API-Key": "key-a"}
+B = {"X-API-Key": "key-b"}
+
+
+def free_port() -> int:
+    """An unused TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 120, 90)) -> bytes:
+    """A small synthetic PNG."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def settings(tmp: Path, **overrides: Any) -> Settings:
+    """Embedded-mode settings in ``tmp`` with the two test tenants."""
+    values: dict[str, Any] = {
+        "data_dir": tmp,
+        "api_keys": KEYS,
+        "broker_url": None,
+        "storage_url": None,
+        "jobstore_url": None,
+        "rate_limit_per_minute": 1000,
+        "webhook_secret": "s3cret",
+        "webhook_backoff_seconds": 0.1,
+        "reaper_interval_seconds": 0.3,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def fake_protect(delay: float = 0.05) -> Callable[..., PhotoOutcome]:
+    """A stand-in for the protect job: file names decide the outcome, output is tagged."""
+
+    def run(data: bytes, filename: str, options: dict[str, Any], progress: Any) -> PhotoOutcome:
+        if progress:
+            progress(0, 1)
+        time.sleep(delay)
+        if "noface" in filename:
+            return PhotoOutcome(filename=filename, status="no_face",
+                                error=JobError(code="no_face", message="no face"))
+        if progress:
+            progress(1, 1)
+        return PhotoOutcome(filename=filename, status="protected", faces=1,
+                            output=b"PROTECTED:" + data, report={"faces": 1})
+
+    return run
+
+
+@contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz", 20)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def wait_http(url: str, timeout: float) -> None:
+    """Poll until ``url`` answers anything below 500."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def wait_job(client: Any, job_id: str, headers: dict[str, str], timeout: float = 60) -> Any:
+    """Poll ``GET /v1/jobs/{id}`` until the job ends; returns its JSON."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        if body.get("status") in ("succeeded", "failed", "canceled"):
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} did not finish: {body}")
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a free port (AOF on, so restarts keep data)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        assert exe
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self, down_s: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The current environment plus ``extra`` (for gateway/worker subprocesses)."""
+    env = dict(os.environ)
+    env.setdefault("FACECLOAK_CACHE_DIR", os.environ.get("FACECLOAK_CACHE_DIR", ""))
+    env.update(extra)
+    return {k: v for k, v in env.items() if v != ""}

@@ -1,0 +1,200 @@
+"""Distributed mode over HTTP: a real redis-server, a gateway process, Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service_fixtures import (
+    FACE_PHOTO,
+    KEYS,
+    REPO,
+    A,
+    RedisServer,
+    free_port,
+    png,
+    subprocess_env,
+    wait_http,
+)
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+]
+
+
+class Stack:
+    """Redis + gateway + workers, all real processes on loopback."""
+
+    def __init__(self, tmp: Path, fake_delay: float | None) -> None:
+        self.tmp = tmp
+        self.redis = RedisServer(tmp)
+        self.fake_delay = fake_delay
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def env(self) -> dict[str, str]:
+        extra = {
+            "FACECLOAK_BROKER_URL": self.redis.url,
+            "FACECLOAK_STORAGE_URL": str(self.tmp / "blobs"),
+            "FACECLOAK_DATA_DIR": str(self.tmp / "data"),
+            "FACECLOAK_API_KEYS": KEYS,
+            "FACECLOAK_LEASE_SECONDS": "3",
+            "FACECLOAK_REAPER_INTERVAL_SECONDS": "0.5",
+            "FACECLOAK_MAX_ATTEMPTS": "3",
+            "FACECLOAK_RATE_LIMIT_PER_MINUTE": "10000",
+        }
+        if self.fake_delay is not None:
+            extra["FC_FAKE_DELAY"] = str(self.fake_delay)
+            extra["FACECLOAK_WARM_UP"] = "false"
+        return subprocess_env(**extra)
+
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = (self.tmp / log).open("ab")
+        proc = subprocess.Popen(args, cwd=REPO, env=self.env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        self.redis.start()
+        self._spawn([sys.executable, "-m", "service.commands", "serve", "--port",
+                     str(self.port), "--log-level", "warning"], "gateway.log")
+        wait_http(self.url + "/healthz", 60)
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        if self.fake_delay is not None:
+            cmd = [sys.executable, "tests/fake_worker.py"]
+        else:
+            cmd = [sys.executable, "-m", "service.commands"]
+        proc = self._spawn([*cmd, "worker", "--queues", "gpu,cpu", "--name", f"{name}@%h",
+                            "--log-level", "WARNING"], f"{name}.log")
+        self.workers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.redis.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
+
+
+@pytest.fixture()
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    s = Stack(tmp_path, getattr(request, "param", None))
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def poll(c: httpx.Client, job_id: str, until: Any, timeout: float) -> dict[str, Any]:
+    """GET the job until ``until(job)``; tolerates 503 while Redis restarts."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            r = c.get(f"/v1/jobs/{job_id}", headers=A)
+            if r.status_code == 200:
+                body = r.json()
+                if until(body):
+                    return body
+            else:
+                assert r.status_code == 503, r.text
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id}: {body}")
+
+
+def finished(job: dict[str, Any]) -> bool:
+    return job["status"] in ("succeeded", "failed", "canceled")
+
+
+def submit(c: httpx.Client, files: list[tuple[str, bytes]], **data: str) -> dict[str, Any]:
+    r = c.post("/v1/protect", headers=A, data=data,
+               files=[("files", (n, b, "application/octet-stream")) for n, b in files])
+    assert r.status_code == 202, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FACE_PHOTO.exists(), reason="shared face photos not present")
+def test_real_job_through_the_queue(stack: Stack) -> None:
+    stack.start_worker("w1")
+    photo = FACE_PHOTO.read_bytes()
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        assert c.get("/readyz").json()["checks"]["broker"] == "ok"
+        job = submit(c, [("obama.jpg", photo)], steps="2", verify="false", eot_makeup="false")
+        done = poll(c, job["id"], finished, 240)
+        assert done["status"] == "succeeded", (done, stack.logs())
+        assert done["items"][0]["status"] == "protected" and done["items"][0]["faces"] >= 1
+        got = c.get(f"/v1/jobs/{job['id']}/result", headers=A)
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+        assert got.content[:3] == b"\xff\xd8\xff" and got.content != photo
+        assert "facecloak_queue_depth{queue=\"gpu\"}" in c.get("/metrics").text
+
+
+@pytest.mark.parametrize("stack", [0.05], indirect=True)
+def test_batch_fans_out_across_workers(stack: Stack) -> None:
+    stack.start_worker("w1")
+    stack.start_worker("w2")
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        job = submit(c, [(f"{i}.png", png(color=(i, i, i))) for i in range(6)])
+        done = poll(c, job["id"], finished, 60)
+        assert done["status"] == "succeeded", stack.logs()
+        assert done["progress"]["photos_done"] == 6
+        assert all(i["status"] == "protected" for i in done["items"])
+        a, b = png(), png(10, 10)
+        r = c.post("/v1/verify", headers=A,
+                   files=[("original", ("a.png", a)), ("protected", ("b.png", b))])
+        assert r.status_code == 200 and r.json() == {"sizes": [len(a), len(b)]}, r.text
+
+
+@pytest.mark.parametrize("stack", [6.0], indirect=True)
+def test_killed_worker_job_completes_elsewhere(stack: Stack) -> None:
+    doomed = stack.start_worker("doomed")
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        job = submit(c, [("a.png", png())])
+        poll(c, job["id"], lambda j: j["items"][0]["status"] == "running", 60)
+        stack.start_worker("rescuer")
+        os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool die mid-photo
+        done = poll(c, job["id"], finished, 60)
+        assert done["status"] == "succeeded", stack.logs()
+        assert done["items"][0]["attempts"] == 2
+
+
+@pytest.mark.parametrize("stack", [3.0], indirect=True)
+def test_redis_restart_mid_run(stack: Stack) -> None:
+    stack.start_worker("w1")
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        job = submit(c, [("a.png", png()), ("b.png", png(color=(1, 1, 1)))])
+        poll(c, job["id"], lambda j: j["status"] == "running", 60)
+        stack.redis.restart(down_s=1.0)
+        done = poll(c, job["id"], finished, 90)
+        assert done["status"] == "succeeded", stack.logs()
+        assert [i["status"] for i in done["items"]] == ["protected", "protected"]
+        assert c.get(f"/v1/jobs/{job['id']}/result", headers=A).status_code == 200

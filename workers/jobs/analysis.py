@@ -1,0 +1,59 @@
+"""Find, align and embed the faces of a photo, as a recognizer pipeline would."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.alignment import align
+from models.detection import Face
+from workers.jobs import runtime
+
+
+@dataclass
+class FoundFaces:
+    """Faces at or above the minimum size, and those below it."""
+
+    faces: list[Face]
+    too_small: list[Face]
+
+
+def find_faces(rgb: np.ndarray, min_size: int) -> FoundFaces:
+    """Detect every face; split by the minimum face size (shorter box side, pixels)."""
+    found = runtime.detector().detect(rgb)
+    keep = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
+    small = [f for f in found if f not in keep]
+    return FoundFaces(keep, small)
+
+
+def embed(rgb: np.ndarray, faces: list[Face], model: str) -> np.ndarray:
+    """Unit embeddings [n, d] of ``faces`` with recognizer ``model`` (numpy alignment)."""
+    rec = runtime.recognizer(model)
+    if not faces:
+        return np.zeros((0, rec.spec.embedding_size), dtype=np.float32)
+    crops = np.stack([align(rgb, f.landmarks, rec.input_size, rec.spec.crop_scale) for f in faces])
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
+    with torch.no_grad():
+        out = rec(x.to(runtime.device()))
+    return out.cpu().numpy()
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two x1,y1,x2,y2 boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_faces(ref: list[Face], found: list[Face], min_iou: float = 0.3) -> list[Face | None]:
+    """For each reference face, the found face overlapping it most (or None)."""
+    out: list[Face | None] = []
+    for r in ref:
+        best = max(found, key=lambda f: box_iou(r.box, f.box), default=None)
+        ok = best is not None and box_iou(r.box, best.box) >= min_iou
+        out.append(best if ok else None)
+    return out

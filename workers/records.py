@@ -1,0 +1,88 @@
+"""The job record: a small JSON document per job, shared by the gateway and the workers.
+
+Blobs (uploads, results) never live here, only their storage keys. Every state change goes
+through :meth:`workers.jobstore.JobStore.update`, an atomic read-modify-write.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from workers.jobs.options import JobError
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+ItemStatus = Literal["queued", "running", "protected", "no_face", "failed", "canceled"]
+JOB_DONE: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+ITEM_DONE: frozenset[str] = frozenset({"protected", "no_face", "failed", "canceled"})
+
+
+def now() -> float:
+    """Wall-clock seconds since the epoch (records store plain floats)."""
+    return time.time()
+
+
+class ItemRecord(BaseModel):
+    """One photo of a job."""
+
+    index: int
+    filename: str
+    status: ItemStatus = "queued"
+    faces: int = 0
+    faces_done: int = 0
+    faces_total: int | None = None
+    report: dict[str, Any] = Field(default_factory=dict)
+    error: JobError | None = None
+    original_key: str | None = None
+    result_key: str | None = None
+    media_type: str | None = None
+    attempts: int = 0
+    undispatched: bool = False
+    worker: str | None = None
+    lease_until: float | None = None
+    seconds: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the item reached a final state."""
+        return self.status in ITEM_DONE
+
+
+class JobRecord(BaseModel):
+    """A protect job: who asked, with which options, and where each photo stands."""
+
+    id: str
+    tenant: str
+    kind: Literal["protect"] = "protect"
+    status: JobStatus = "queued"
+    options: dict[str, Any] = Field(default_factory=dict)
+    callback_url: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    created_at: float = Field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    result_expired: bool = False
+    error: JobError | None = None
+    items: list[ItemRecord] = Field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """Whether the job reached a final state."""
+        return self.status in JOB_DONE
+
+    def settle(self, ttl_seconds: float) -> bool:
+        """Finish the job if every item is final; returns True when this call finished it."""
+        if self.done or not all(item.done for item in self.items):
+            return False
+        ok = [i for i in self.items if i.status in ("protected", "no_face")]
+        self.status = "succeeded" if ok else "failed"
+        if not ok:
+            first = next((i.error for i in self.items if i.error), None)
+            self.error = first or JobError(code="all_failed", message="no photo was processed")
+        self.finished_at = now()
+        self.expires_at = self.finished_at + ttl_seconds
+        return True
