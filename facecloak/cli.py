@@ -42,6 +42,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
             eps=args.eps,
             steps=args.steps,
             verify=not args.no_verify,
+            min_face_size=args.min_face_size,
             **({"surrogates": args.surrogates.split(",")} if args.surrogates else {}),
             **({"eval_models": args.eval_models.split(",")} if args.eval_models else {}),
         )
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--steps", type=int, default=None, help="maximum attack iterations")
     pr.add_argument("--surrogates", default=None, help="comma-separated recognizers to attack")
     pr.add_argument("--eval-models", default=None, help="comma-separated evaluation-only models")
+    pr.add_argument("--min-face-size", type=int, default=None, help="pixels (default 40)")
     pr.add_argument("--preview", action="store_true", help="also write a before/after PNG")
     pr.add_argument("--no-verify", action="store_true", help="skip the verification report")
     pr.set_defaults(func=cmd_protect)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,23 +32,33 @@ pytestmark = [
 ]
 
 
+def serve(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """``serve`` in embedded mode as a process, logging to ``tmp/serve.log``."""
+    environ = subprocess_env(FACECLOAK_API_KEYS=KEYS, FACECLOAK_DATA_DIR=str(tmp),
+                             FACECLOAK_BROKER_URL="", FACECLOAK_STORAGE_URL="", **env)
+    log = (tmp / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.commands", "serve", "--port", str(port)],
+        cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthz", 60)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(60)
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("embedded")
     port = free_port()
-    env = subprocess_env(FACECLOAK_API_KEYS=KEYS, FACECLOAK_DATA_DIR=str(tmp),
-                         FACECLOAK_BROKER_URL="", FACECLOAK_STORAGE_URL="")
-    log = (tmp / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.commands", "serve", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    proc = serve(tmp, port)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", 60)
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        stop(proc)
         print(Path(tmp / "serve.log").read_text()[-3000:])
 
 
@@ -72,3 +83,31 @@ def test_protect_a_real_photo(gateway: str) -> None:
         assert "exif" not in after.info or not after.getexif().get_ifd(0x8825)  # no GPS
         text = c.get("/metrics").text
         assert 'facecloak_jobs{status="succeeded"} 1.0' in text
+
+
+def test_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
+    """Stop the gateway while a photo is being protected: after a restart the job completes."""
+    port = free_port()
+    env = {"FACECLOAK_LEASE_SECONDS": "3", "FACECLOAK_REAPER_INTERVAL_SECONDS": "0.5",
+           "FACECLOAK_SHUTDOWN_GRACE_SECONDS": "0.5"}
+    proc = serve(tmp_path, port, **env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            r = c.post("/v1/protect", headers=A,
+                       data={"steps": "4", "verify": "false", "eot_makeup": "false",
+                             "eot_jpeg": "false", "eot_rescale": "false"},
+                       files=[("files", ("obama.jpg", FACE_PHOTO.read_bytes(), "image/jpeg"))])
+            job_id = r.json()["id"]
+            deadline = time.monotonic() + 120
+            while c.get(f"/v1/jobs/{job_id}", headers=A).json()["progress"]["faces_total"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        stop(proc)
+        proc = serve(tmp_path, port, **env)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            job = wait_job(c, job_id, A, timeout=240)
+        assert job["status"] == "succeeded", job
+        assert job["items"][0]["attempts"] == 2
+    finally:
+        stop(proc)

@@ -167,3 +167,26 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
         assert c.get(f"/v1/jobs/{job['id']}/result", headers=A).content == b"PROTECTED:" + png()
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="gateway").get("Contents", [])]
         assert len(keys) == 1 and keys[0].startswith(f"fc/jobs/{job['id']}/out/0-")
+
+
+def test_expiry_then_purge(tmp_path: Path) -> None:
+    from facecloak.settings import Settings
+    from workers.records import now
+    from workers.runner import Context, reap
+
+    ctx = Context.from_settings(Settings(data_dir=tmp_path, result_ttl_seconds=0,
+                                         broker_url=None, storage_url=None))
+    rec = job("old")
+    rec.items[0].status = "protected"
+    rec.items[0].result_key = "jobs/old/out/0-x"
+    rec.settle(ttl_seconds=0)
+    ctx.store.create(rec)
+    ctx.storage.put("jobs/old/out/0-x", b"result")
+    reap(ctx, lambda *_: None, lambda _: None)
+    after = ctx.store.get("old")
+    assert after is not None and after.result_expired and after.purge_at is not None
+    with pytest.raises(BlobNotFound):
+        ctx.storage.get("jobs/old/out/0-x")
+    assert after.purge_at <= now()
+    reap(ctx, lambda *_: None, lambda _: None)
+    assert ctx.store.get("old") is None

@@ -43,7 +43,7 @@ class JobStore(Protocol):
         """Jobs not finished yet (for the lease sweep)."""
 
     def finished_before(self, t: float) -> list[JobRecord]:
-        """Finished jobs whose ``expires_at`` is before ``t`` (for the expiry sweep)."""
+        """Finished jobs whose ``sweep_at`` is before ``t`` (for the expiry sweep)."""
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per status."""
@@ -71,9 +71,10 @@ class SQLiteJobStore:
             """
             CREATE TABLE IF NOT EXISTS jobs (
               id TEXT PRIMARY KEY, tenant TEXT NOT NULL, status TEXT NOT NULL,
-              created_at REAL NOT NULL, expires_at REAL, body TEXT NOT NULL);
+              created_at REAL NOT NULL, sweep_at REAL, body TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, created_at);
             CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+            CREATE INDEX IF NOT EXISTS jobs_sweep ON jobs (sweep_at);
             CREATE TABLE IF NOT EXISTS idem (
               tenant TEXT NOT NULL, key TEXT NOT NULL, job_id TEXT NOT NULL,
               PRIMARY KEY (tenant, key));
@@ -84,9 +85,9 @@ class SQLiteJobStore:
     def _write(self, job: JobRecord, insert: bool = False) -> None:
         verb = "INSERT" if insert else "REPLACE"
         self._db.execute(
-            f"{verb} INTO jobs (id, tenant, status, created_at, expires_at, body) "
+            f"{verb} INTO jobs (id, tenant, status, created_at, sweep_at, body) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (job.id, job.tenant, job.status, job.created_at, job.expires_at,
+            (job.id, job.tenant, job.status, job.created_at, job.sweep_at,
              job.model_dump_json()),
         )
 
@@ -165,10 +166,8 @@ class SQLiteJobStore:
         return self._query("SELECT body FROM jobs WHERE status IN ('queued', 'running')", ())
 
     def finished_before(self, t: float) -> list[JobRecord]:
-        """Finished jobs past their expiry time."""
-        return self._query(
-            "SELECT body FROM jobs WHERE expires_at IS NOT NULL AND expires_at < ?", (t,)
-        )
+        """Finished jobs with expiry work due."""
+        return self._query("SELECT body FROM jobs WHERE sweep_at < ?", (t,))
 
     def counts(self) -> dict[str, int]:
         """Jobs per status."""
@@ -229,8 +228,8 @@ class RedisJobStore:
             pipe.hincrby(f"{self.p}count", job.status, 1)
         if job.status in JOB_DONE:
             pipe.srem(f"{self.p}active", job.id)
-            if job.expires_at is not None:
-                pipe.zadd(f"{self.p}expiry", {job.id: job.expires_at})
+            if job.sweep_at is not None:
+                pipe.zadd(f"{self.p}expiry", {job.id: job.sweep_at})
         else:
             pipe.sadd(f"{self.p}active", job.id)
 

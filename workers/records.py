@@ -66,6 +66,7 @@ class JobRecord(BaseModel):
     finished_at: float | None = None
     expires_at: float | None = None
     result_expired: bool = False
+    purge_at: float | None = None
     error: JobError | None = None
     items: list[ItemRecord] = Field(default_factory=list)
 
@@ -73,6 +74,11 @@ class JobRecord(BaseModel):
     def done(self) -> bool:
         """Whether the job reached a final state."""
         return self.status in JOB_DONE
+
+    @property
+    def sweep_at(self) -> float | None:
+        """When the expiry sweep next has work on this job (results, then the record)."""
+        return self.purge_at if self.result_expired else self.expires_at
 
     def settle(self, ttl_seconds: float) -> bool:
         """Finish the job if every item is final; returns True when this call finished it."""

@@ -295,7 +295,7 @@ def _dispatch_late(ctx: Context, job_id: str, index: int, redispatch: Redispatch
 
 
 def expire(ctx: Context, job: JobRecord) -> None:
-    """Delete a finished job's blobs once its results expired; drop the record later."""
+    """Delete a finished job's blobs once its results expired; drop the record a TTL later."""
     if job.expires_at is None:
         return
     if not job.result_expired:
@@ -303,11 +303,12 @@ def expire(ctx: Context, job: JobRecord) -> None:
 
         def fn(rec: JobRecord) -> None:
             rec.result_expired = True
+            rec.purge_at = (rec.expires_at or now()) + ctx.settings.result_ttl_seconds
             for item in rec.items:
                 item.result_key = None
 
         ctx.store.update(job.id, fn)
-    elif job.expires_at + ctx.settings.result_ttl_seconds < now():
+    elif (job.purge_at or 0) < now():
         ctx.store.delete(job.id)
 
 

@@ -57,6 +57,8 @@ class CloakConfig:
     jitter_shift: float = 3.0
     jitter_degrees: float = 4.0
     margin: float = 0.25
+    decoy: bool = False
+    decoy_weight: float = 0.5
     weights: dict[str, float] = field(default_factory=dict)
 
 
@@ -77,6 +79,7 @@ class CloakResult:
     converged: list[bool]
     seconds: float
     regions: list[tuple[int, int, int, int]]
+    decoys: list[str] | None = None
 
 
 @dataclass
@@ -206,6 +209,13 @@ class Cloaker:
                 rec.name: rec(warp_affine(work, to_crop[rec.name], rec.input_size))
                 for rec in self.models
             }
+        decoy_names: list[str] | None = None
+        decoy: dict[str, Tensor] = {}
+        if cfg.decoy:
+            from workers.jobs.decoys import pick_decoys
+
+            decoy_names, picked = pick_decoys({k: v.cpu().numpy() for k, v in clean.items()})
+            decoy = {k: torch.from_numpy(v).float().to(dev) for k, v in picked.items()}
         weights = torch.tensor([cfg.weights.get(r.name, 1.0) for r in self.models], device=dev)
         weights = weights / weights.sum()
         limits = torch.tensor(
@@ -217,7 +227,7 @@ class Cloaker:
             work_b = self._to_work(q, idx, geoms)
             samples = self._eot(work_b, idx, lm106, gen)
             k = cfg.eot_samples
-            sims = []
+            sims, pulls = [], []
             for rec in self.models:
                 m = to_crop[rec.name][idx].repeat_interleave(k, 0)
                 m = similarity_jitter(
@@ -229,8 +239,13 @@ class Cloaker:
                 emb = rec(crops)
                 ref = clean[rec.name][idx].repeat_interleave(k, 0)
                 sims.append((emb * ref).sum(1).view(-1, k))
+                if decoy:
+                    target = decoy[rec.name][idx].repeat_interleave(k, 0)
+                    pulls.append((emb * target).sum(1).view(-1, k))
             sim = torch.stack(sims, 1)  # [b, models, k]
             loss = (sim.mean(2) * weights).sum(1)
+            if pulls:
+                loss = loss - cfg.decoy_weight * (torch.stack(pulls, 1).mean(2) * weights).sum(1)
             done = (sim.detach().amax(2) < limits).all(1)
             return Objective(loss=loss, done=done)
 
@@ -257,6 +272,7 @@ class Cloaker:
             converged=[bool(d) for d in result.done.tolist()],
             seconds=time.perf_counter() - start,
             regions=[g.region for g in geoms],
+            decoys=decoy_names,
         )
 
     def _to_work(self, x: Tensor, idx: Tensor, geoms: list[_Geometry]) -> Tensor:

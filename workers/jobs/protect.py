@@ -30,6 +30,7 @@ def cloak_config(options: ProtectOptions) -> CloakConfig:
         eot_jpeg=options.eot_jpeg,
         eot_rescale=options.eot_rescale,
         eot_makeup=options.eot_makeup,
+        decoy=options.decoy,
     )
 
 
@@ -106,7 +107,8 @@ def protect_photo(
     output = encode_image(result.rgb, img)
     report: dict[str, Any] = {
         **base,
-        "objective": "dodging",
+        "objective": "dodging+decoy" if options.decoy else "dodging",
+        **({"decoys": result.decoys} if result.decoys else {}),
         "attack": {
             "method": "DI-MI-FGSM with EOT (JPEG, rescale, makeup) on the full-resolution photo",
             "eps_255": round(config.eps * 255, 3),

@@ -1,0 +1,111 @@
+"""End to end: ``facecloak protect`` on real photos, checked independently of its own report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facecloak.images import decode_image
+from workers.jobs import runtime
+from workers.jobs.analysis import embed, match_faces
+
+from .helpers import DEV
+
+SURROGATES = ["w600k_mbf", "sface"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "facecloak.cli", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def protected_multi_face(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("out")
+    proc = _run("protect", str(DEV / "img59.jpg"), "-o", str(out), "--steps", "40", "--preview")
+    assert proc.returncode == 0, proc.stderr
+    assert "img59.jpg: protected (2 face(s))" in proc.stdout
+    return out
+
+
+def test_output_is_no_longer_matched_by_the_surrogates(protected_multi_face: Path) -> None:
+    original = decode_image((DEV / "img59.jpg").read_bytes()).rgb
+    saved_bytes = (protected_multi_face / "img59.jpg").read_bytes()
+    saved = decode_image(saved_bytes).rgb
+    assert saved.shape == original.shape
+    ref = runtime.detector().detect(original)
+    found = match_faces(ref, runtime.detector().detect(saved))
+    assert len(ref) == 2
+    for model in SURROGATES:
+        thr = runtime.threshold(model)
+        before = embed(original, ref, model)
+        for i, face in enumerate(found):
+            if face is None:  # not even detected any more: not matched either
+                continue
+            sim = float(embed(saved, [face], model)[0] @ before[i])
+            assert sim < thr, (model, i, sim, thr)
+
+
+def test_output_keeps_format_and_strips_metadata(protected_multi_face: Path) -> None:
+    data = (protected_multi_face / "img59.jpg").read_bytes()
+    assert data[:3] == b"\xff\xd8\xff"  # still a JPEG
+    assert b"Exif" not in data[:4096] and b"GPS" not in data
+    assert (protected_multi_face / "img59.jpg.preview.png").stat().st_size > 0
+
+
+def test_report_schema(protected_multi_face: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "report.schema.json").read_text())
+    report = json.loads((protected_multi_face / "img59.jpg.json").read_text())
+    jsonschema.validate(report, schema)
+    assert report["status"] == "protected"
+    assert len(report["verification"]["faces"]) == 2
+    for face in report["verification"]["faces"]:
+        for model in SURROGATES:
+            saved = face["models"][model]["saved"]
+            assert saved["matched"] is False
+            assert saved["clean_similarity"] > saved["threshold"]
+    assert report["verification"]["psnr"] > 30
+
+
+def test_verify_command_prints_the_table(protected_multi_face: Path) -> None:
+    proc = _run("verify", str(DEV / "img59.jpg"), str(protected_multi_face / "img59.jpg"),
+                "--models", "w600k_mbf")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "jpeg75" in proc.stdout and "w600k_mbf" in proc.stdout
+    same = _run("verify", str(DEV / "img59.jpg"), str(DEV / "img59.jpg"), "--models", "sface")
+    assert "YES" in same.stdout  # an unprotected copy is still matched
+
+
+def test_models_list_shows_licences() -> None:
+    proc = _run("models", "list")
+    assert proc.returncode == 0
+    for name in ("w600k_mbf", "sface", "facenet", "yunet", "scrfd_500m", "2d106det"):
+        assert name in proc.stdout
+    assert "non-commercial" in proc.stdout and "Apache-2.0" in proc.stdout
+
+
+def test_mixed_batch_reports_each_file(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    from PIL import Image
+
+    Image.fromarray(noise).save(tmp_path / "noface.png")
+    (tmp_path / "notes.jpg").write_bytes(b"this is not a photo")
+    out = tmp_path / "out"
+    proc = _run("protect", str(tmp_path / "noface.png"), str(tmp_path / "notes.jpg"),
+                str(tmp_path / "missing.jpg"), "-o", str(out), "--steps", "2")  # fmt: skip
+    assert proc.returncode != 0
+    assert "noface.png: no_face (no_face:" in proc.stderr
+    assert "notes.jpg: failed (not_an_image:" in proc.stderr
+    assert "missing.jpg: failed (unreadable)" in proc.stderr
+    assert not (out / "noface.png").exists() and not (out / "notes.jpg").exists()
+    assert json.loads((out / "noface.png.json").read_text())["status"] == "no_face"
