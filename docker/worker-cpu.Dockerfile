@@ -12,5 +12,5 @@ RUN pip install ".[service,engine]" prometheus-client pyyaml
 RUN useradd --create-home facecloak
 USER facecloak
 # Fetch the pinned models into the image so workers start warm.
-RUN facecloak models fetch || true
+RUN facecloak models fetch
 CMD ["facecloak", "worker", "--queues", "cpu"]

@@ -15,5 +15,5 @@ RUN pip3 install ".[service,engine]" prometheus-client pyyaml \
     && pip3 uninstall -y onnxruntime && pip3 install onnxruntime-gpu
 RUN useradd --create-home facecloak
 USER facecloak
-RUN facecloak models fetch || true
+RUN facecloak models fetch
 CMD ["facecloak", "worker", "--queues", "gpu", "--concurrency", "1"]

@@ -39,11 +39,14 @@ class Client:
     """Synchronous client; use as a context manager or call :meth:`close`."""
 
     def __init__(
-        self, base_url: str, api_key: str, timeout: float = 60.0, retries: int = 5,
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = 60.0,
+        retries: int = 5,
         backoff: float = 0.5,
     ) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout,
-                                 headers={"X-API-Key": api_key})
+        self.http = httpx.Client(base_url=base_url, timeout=timeout, headers={"X-API-Key": api_key})
         self.retries, self.backoff = retries, backoff
 
     def __enter__(self) -> Client:
@@ -78,8 +81,9 @@ class Client:
                     err = response.json()["error"]
                     raise FaceCloakError(response.status_code, err["code"], err["message"])
                 except (ValueError, KeyError, TypeError):
-                    raise FaceCloakError(response.status_code, "http_error",
-                                         response.text[:200]) from None
+                    raise FaceCloakError(
+                        response.status_code, "http_error", response.text[:200]
+                    ) from None
             return response
         raise AssertionError("unreachable")
 
@@ -135,8 +139,13 @@ class Client:
         params = {"item": item} if item is not None else None
         return self._request("GET", f"/v1/jobs/{job_id}/result", params=params).content
 
-    def protect(self, photos: Sequence[str | Path], out_dir: str | Path,
-                options: dict[str, Any] | None = None, timeout: float = 3600.0) -> dict[str, Any]:
+    def protect(
+        self,
+        photos: Sequence[str | Path],
+        out_dir: str | Path,
+        options: dict[str, Any] | None = None,
+        timeout: float = 3600.0,
+    ) -> dict[str, Any]:
         """Submit, wait, and write each protected photo into ``out_dir``; returns the job."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +161,9 @@ class Client:
 
     def verify(self, original: str | Path, protected: str | Path) -> dict[str, Any]:
         """The verification table of two photos."""
-        files = [("original", (Path(original).name, Path(original).read_bytes())),
-                 ("protected", (Path(protected).name, Path(protected).read_bytes()))]
+        files = [
+            ("original", (Path(original).name, Path(original).read_bytes())),
+            ("protected", (Path(protected).name, Path(protected).read_bytes())),
+        ]
         table: dict[str, Any] = self._request("POST", "/v1/verify", files=files).json()
         return table

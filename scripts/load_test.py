@@ -32,8 +32,9 @@ def loopback(url: str) -> bool:
     """True if ``url`` names a loopback address."""
     host = urlparse(url).hostname or ""
     try:
-        return all(ipaddress.ip_address(info[4][0]).is_loopback
-                   for info in socket.getaddrinfo(host, None))
+        return all(
+            ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None)
+        )
     except (socket.gaierror, ValueError):
         return False
 
@@ -72,9 +73,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     return
                 start = time.monotonic()
                 try:
-                    r = c.post("/v1/protect", data={"steps": "1", "verify": "false"},
-                               files=[("files", (f"load-{n}.png", body, "image/png"))],
-                               headers={"Idempotency-Key": f"load-{args.run_id}-{n}"})
+                    r = c.post(
+                        "/v1/protect",
+                        data={"steps": "1", "verify": "false"},
+                        files=[("files", (f"load-{n}.png", body, "image/png"))],
+                        headers={"Idempotency-Key": f"load-{args.run_id}-{n}"},
+                    )
                 except httpx.HTTPError as exc:
                     key = type(exc).__name__
                 else:
@@ -112,13 +116,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.5)
     statuses = list(done.values())
     return {
-        "jobs": args.jobs, "clients": args.clients, "photo_bytes": len(body),
-        "accepted": len(accepted), "rejected": rejected,
-        "completed": statuses.count("succeeded"), "failed": statuses.count("failed"),
-        "canceled": statuses.count("canceled"), "lost": len(accepted) - len(done),
+        "jobs": args.jobs,
+        "clients": args.clients,
+        "photo_bytes": len(body),
+        "accepted": len(accepted),
+        "rejected": rejected,
+        "completed": statuses.count("succeeded"),
+        "failed": statuses.count("failed"),
+        "canceled": statuses.count("canceled"),
+        "lost": len(accepted) - len(done),
         "submit_seconds": round(submitted_in, 2),
-        "submit_ms": {"p50": pct(submit_s, 50), "p95": pct(submit_s, 95), "p99": pct(submit_s, 99),
-                      "max": pct(submit_s, 100)},
+        "submit_ms": {
+            "p50": pct(submit_s, 50),
+            "p95": pct(submit_s, 95),
+            "p99": pct(submit_s, 99),
+            "max": pct(submit_s, 100),
+        },
         "end_to_end_ms": {"p50": pct(e2e, 50), "p95": pct(e2e, 95), "max": pct(e2e, 100)},
     }
 

@@ -67,8 +67,9 @@ def create_app(
             reaper.stopped.set()
             dispatcher.stop()
 
-    app = FastAPI(title="FaceCloak", version=API_VERSION, description=DESCRIPTION,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="FaceCloak", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan
+    )
     app.state.fc = st
     app.state.reaper = reaper
     errors.install(app)

@@ -32,13 +32,21 @@ class KeyRing:
     def tenant(self, key: str | None) -> str:
         """The tenant of ``key``; :class:`ApiError` 401 when it is missing or unknown."""
         if not key:
-            raise ApiError(401, "missing_api_key", f"send your API key in the {API_KEY_HEADER} "
-                           "header", headers={"WWW-Authenticate": API_KEY_HEADER})
+            raise ApiError(
+                401,
+                "missing_api_key",
+                f"send your API key in the {API_KEY_HEADER} header",
+                headers={"WWW-Authenticate": API_KEY_HEADER},
+            )
         found = None
         for known, tenant in self.keys.items():
             if hmac.compare_digest(known.encode(), key.encode()):
                 found = tenant
         if found is None:
-            raise ApiError(401, "invalid_api_key", "the API key is not valid",
-                           headers={"WWW-Authenticate": API_KEY_HEADER})
+            raise ApiError(
+                401,
+                "invalid_api_key",
+                "the API key is not valid",
+                headers={"WWW-Authenticate": API_KEY_HEADER},
+            )
         return found

@@ -29,8 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "worker", help="run a Celery worker (needs FACECLOAK_BROKER_URL)"
     )
     worker.add_argument("--queues", default="gpu,cpu", help="comma-separated: gpu, cpu")
-    worker.add_argument("--concurrency", type=int, default=1,
-                        help="worker processes (one per GPU; models load once per process)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="worker processes (one per GPU; models load once per process)",
+    )
     worker.add_argument("--name", default=None, help="node name (default: facecloak@host-pid)")
     worker.add_argument("--log-level", default="INFO")
     worker.set_defaults(func=run_worker)
@@ -45,8 +49,13 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(get_settings()), host=args.host, port=args.port,
-                log_level=args.log_level, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(get_settings()),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=10,
+    )
     # Embedded photos still running after the grace period are retried at the next start;
     # do not wait for them here (their threads cannot be interrupted).
     logging.shutdown()
@@ -68,10 +77,21 @@ def run_worker(args: argparse.Namespace) -> int:
     from workers.celery_app import app
 
     name = args.name or f"facecloak-{socket.gethostname()}-{os.getpid()}@%h"
-    app.worker_main([
-        "worker", "-Q", ",".join(queues), "-c", str(args.concurrency), "-n", name,
-        "--loglevel", args.log_level, "--without-gossip", "--without-mingle",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "-c",
+            str(args.concurrency),
+            "-n",
+            name,
+            "--loglevel",
+            args.log_level,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 

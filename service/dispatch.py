@@ -169,8 +169,9 @@ class CeleryDispatcher:
     def _redis(self) -> Any:
         import redis
 
-        return redis.Redis.from_url(self.app.conf.broker_url, socket_connect_timeout=2,
-                                    socket_timeout=5)
+        return redis.Redis.from_url(
+            self.app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5
+        )
 
     def check(self) -> None:
         """PING the broker."""

@@ -85,8 +85,10 @@ def install(app: FastAPI) -> None:
             if _is_unavailable(exc):
                 log.warning("backend unavailable: %s", exc)
                 return error_response(
-                    503, "unavailable", "a backend (job store, broker or storage) is "
-                    "unreachable; retry later", headers={"Retry-After": "5"},
+                    503,
+                    "unavailable",
+                    "a backend (job store, broker or storage) is unreachable; retry later",
+                    headers={"Retry-After": "5"},
                 )
             log.exception("unhandled error")
             return error_response(500, "internal_error", "an internal error occurred")
@@ -97,5 +99,11 @@ def _is_unavailable(exc: BaseException) -> bool:
     return bool(names & _UNAVAILABLE)
 
 
-_UNAVAILABLE = {"ConnectionError", "TimeoutError", "OperationalError", "EndpointConnectionError",
-                "OSError", "BusyLoadingError"}
+_UNAVAILABLE = {
+    "ConnectionError",
+    "TimeoutError",
+    "OperationalError",
+    "EndpointConnectionError",
+    "OSError",
+    "BusyLoadingError",
+}

@@ -72,8 +72,12 @@ class JobService:
                 self.ctx.storage.put(item.original_key, photo.data)
             items.append(item)
         job = JobRecord(
-            id=job_id, tenant=tenant, options=options.model_dump(mode="json"),
-            callback_url=callback_url, idempotency_key=idempotency_key, request_hash=digest,
+            id=job_id,
+            tenant=tenant,
+            options=options.model_dump(mode="json"),
+            callback_url=callback_url,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
             items=items,
         )
         try:
@@ -105,8 +109,12 @@ class JobService:
     @staticmethod
     def _same_body(job: JobRecord, digest: str) -> None:
         if job.request_hash != digest:
-            raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a "
-                           "different request body", {"job_id": job.id})
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body",
+                {"job_id": job.id},
+            )
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
         """The tenant's job; 404 for unknown ids and other tenants' jobs alike."""
@@ -143,8 +151,12 @@ class JobService:
         """The protected photo (one-photo job or ``item``), or a zip of a batch."""
         job = self.get(tenant, job_id)
         if job.result_expired:
-            raise ApiError(410, "result_expired", "the results of this job expired and were "
-                           "deleted", {"expired_at": job.expires_at})
+            raise ApiError(
+                410,
+                "result_expired",
+                "the results of this job expired and were deleted",
+                {"expired_at": job.expires_at},
+            )
         if item is not None and not 0 <= item < len(job.items):
             raise ApiError(404, "item_not_found", f"job has no item {item}")
         if item is None and len(job.items) == 1:
@@ -153,14 +165,18 @@ class JobService:
             rec = job.items[item]
             if not rec.result_key:
                 status = rec.status if rec.done else "not finished"
-                raise ApiError(409, "no_result", f"photo {rec.filename!r} has no protected "
-                               f"result ({status})", {"status": rec.status,
-                                                      "error": rec.error and rec.error.code})
+                raise ApiError(
+                    409,
+                    "no_result",
+                    f"photo {rec.filename!r} has no protected result ({status})",
+                    {"status": rec.status, "error": rec.error and rec.error.code},
+                )
             data = self._blob(rec.result_key)
             return Download(data, rec.media_type or "application/octet-stream", rec.filename)
         if not job.done:
-            raise ApiError(409, "not_finished", "the job has not finished yet",
-                           {"status": job.status})
+            raise ApiError(
+                409, "not_finished", "the job has not finished yet", {"status": job.status}
+            )
         return Download(self._zip(job), "application/zip", f"{job.id}.zip")
 
     def _blob(self, key: str) -> bytes:

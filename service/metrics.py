@@ -39,7 +39,8 @@ class _StateCollector(Collector):
             "facecloak_protect_seconds", "Seconds spent on protected photos.", value=seconds
         )
         yield GaugeMetricFamily(
-            "facecloak_seconds_per_face", "Mean seconds per protected face.",
+            "facecloak_seconds_per_face",
+            "Mean seconds per protected face.",
             value=seconds / faces if faces else 0.0,
         )
 
@@ -59,11 +60,15 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.registry.register(_StateCollector(store, dispatcher))
         self.requests = Counter(
-            "facecloak_http_requests", "HTTP requests.", ["method", "route", "status"],
+            "facecloak_http_requests",
+            "HTTP requests.",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "facecloak_http_request_seconds", "HTTP request latency.", ["method", "route"],
+            "facecloak_http_request_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
         )

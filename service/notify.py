@@ -15,6 +15,10 @@ def send_job_webhook(ctx: Context, job_id: str) -> bool:
     body = job_view(job).model_dump_json().encode()
     s = ctx.settings
     return deliver(
-        job.callback_url, body, s.webhook_secret, s.webhook_max_attempts,
-        s.webhook_backoff_seconds, s.webhook_timeout_seconds,
+        job.callback_url,
+        body,
+        s.webhook_secret,
+        s.webhook_max_attempts,
+        s.webhook_backoff_seconds,
+        s.webhook_timeout_seconds,
     )

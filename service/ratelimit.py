@@ -30,7 +30,8 @@ class RateLimiter:
                 self._buckets[tenant] = (tokens, t)
                 wait = math.ceil((1.0 - tokens) / self.rate)
                 raise ApiError(
-                    429, "rate_limited",
+                    429,
+                    "rate_limited",
                     f"too many requests; the limit is {int(self.capacity)} a minute",
                     headers={"Retry-After": str(max(wait, 1))},
                 )

@@ -57,9 +57,7 @@ def state(request: Request) -> State:
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 
-def tenant(
-    request: Request, key: Annotated[str | None, Depends(_api_key)] = None
-) -> str:
+def tenant(request: Request, key: Annotated[str | None, Depends(_api_key)] = None) -> str:
     """The caller's tenant from ``X-API-Key`` (401 otherwise)."""
     return state(request).keys.tenant(key)
 
@@ -141,8 +139,11 @@ router = APIRouter()
 async def _form(request: Request, st: State, max_files: int) -> FormData:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > st.settings.max_request_bytes:
-        raise ApiError(413, "request_too_large", f"the request is {length} bytes; the limit is "
-                       f"{st.settings.max_request_bytes}")
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"the request is {length} bytes; the limit is {st.settings.max_request_bytes}",
+        )
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
@@ -152,8 +153,9 @@ async def _form(request: Request, st: State, max_files: int) -> FormData:
 async def _read(upload: UploadFile, limit: int) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise ApiError(413, "file_too_large", f"{upload.filename!r} is larger than the limit of "
-                       f"{limit} bytes")
+        raise ApiError(
+            413, "file_too_large", f"{upload.filename!r} is larger than the limit of {limit} bytes"
+        )
     return data
 
 
@@ -186,8 +188,9 @@ def _options(form: FormData) -> ProtectOptions:
         options = ProtectOptions.model_validate(raw)
     except ValidationError as exc:
         errors = [{"loc": [str(x) for x in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-        raise ApiError(422, "invalid_options", "invalid protect options",
-                       {"errors": errors}) from exc
+        raise ApiError(
+            422, "invalid_options", "invalid protect options", {"errors": errors}
+        ) from exc
     _check_models([*options.surrogates, *options.eval_models])
     return options
 
@@ -202,8 +205,9 @@ def _check_models(names: list[str]) -> None:
         except ModelError as exc:
             raise ApiError(422, "unknown_model", str(exc), {"model": name}) from exc
         if role != "recognizer":
-            raise ApiError(422, "unknown_model", f"{name!r} is not a face recognizer",
-                           {"model": name})
+            raise ApiError(
+                422, "unknown_model", f"{name!r} is not a face recognizer", {"model": name}
+            )
 
 
 def _callback(form: FormData, allowed_hosts: str) -> str | None:
@@ -215,13 +219,15 @@ def _callback(form: FormData, allowed_hosts: str) -> str | None:
         host = parsed.hostname if parsed else None
     except ValueError:
         parsed = host = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not host \
-            or len(str(url)) > 2000:
+    if parsed is None or parsed.scheme not in ("http", "https") or not host or len(str(url)) > 2000:
         raise ApiError(422, "invalid_callback_url", "callback_url must be an http(s) URL")
     allowed = {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
     if allowed and host.lower() not in allowed:
-        raise ApiError(422, "callback_host_not_allowed",
-                       f"callback_url host {host!r} is not in the allowed list")
+        raise ApiError(
+            422,
+            "callback_host_not_allowed",
+            f"callback_url host {host!r} is not in the allowed list",
+        )
     return str(url)
 
 
@@ -256,8 +262,11 @@ async def protect(
     st.limiter.check(who)
     key = idempotency_key
     if key is not None and not _KEY_RE.match(key):
-        raise ApiError(422, "invalid_idempotency_key",
-                       "Idempotency-Key must be 1-200 printable ASCII characters")
+        raise ApiError(
+            422,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-200 printable ASCII characters",
+        )
     form = await _form(request, st, st.settings.max_batch_photos + 1)
     try:
         options = _options(form)
@@ -265,8 +274,11 @@ async def protect(
         parts = form.getlist("files")
         if any(not isinstance(p, UploadFile) for p in parts):
             raise ApiError(422, "invalid_files", "'files' parts must be file uploads")
-        files = [(p.filename or "", await _read(p, st.settings.max_upload_bytes))
-                 for p in parts if isinstance(p, UploadFile)]
+        files = [
+            (p.filename or "", await _read(p, st.settings.max_upload_bytes))
+            for p in parts
+            if isinstance(p, UploadFile)
+        ]
     finally:
         await form.close()
     photos = await run_in_threadpool(collect, files, st.settings)
@@ -300,8 +312,10 @@ def get_job(job_id: str, st: St, who: Tenant) -> JSONResponse:
     "/v1/jobs/{job_id}/result",
     responses={
         **_ERRORS,
-        200: {"content": {"image/*": {}, "application/zip": {}},
-              "description": "The protected photo, or a zip for a batch"},
+        200: {
+            "content": {"image/*": {}, "application/zip": {}},
+            "description": "The protected photo, or a zip for a batch",
+        },
         409: {"model": ErrorResponse, "description": "No result (yet)"},
         410: {"model": ErrorResponse, "description": "The result expired"},
     },
@@ -317,8 +331,9 @@ def get_result(
     """The protected photo of a one-photo job (or ``item``); a zip with a manifest otherwise."""
     download = st.jobs.result(who, job_id, item)
     disposition = f'attachment; filename="{download.filename}"'
-    return Response(download.data, media_type=download.media_type,
-                    headers={"Content-Disposition": disposition})
+    return Response(
+        download.data, media_type=download.media_type, headers={"Content-Disposition": disposition}
+    )
 
 
 @router.delete(
@@ -384,14 +399,20 @@ def healthz(st: St) -> Health:
     return Health(status="ok", mode=st.dispatcher.mode)
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}},
-            summary="Readiness: job store, storage, broker/executor, models")
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health}},
+    summary="Readiness: job store, storage, broker/executor, models",
+)
 def readyz(st: St) -> JSONResponse:
     """200 when every dependency answers, 503 with the failing ones otherwise."""
     checks: dict[str, str] = {}
-    probes = {"jobstore": st.ctx.store.ping, "storage": st.ctx.storage.check,
-              "broker" if st.dispatcher.mode == "distributed" else "executor":
-              st.dispatcher.check}
+    probes = {
+        "jobstore": st.ctx.store.ping,
+        "storage": st.ctx.storage.check,
+        "broker" if st.dispatcher.mode == "distributed" else "executor": st.dispatcher.check,
+    }
     if st.dispatcher.mode == "embedded":
         probes["models"] = _models_ready
     for name, probe in probes.items():
@@ -420,8 +441,12 @@ def _models_ready() -> None:
         _READY_MODELS.add(name)
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+)
 def metrics(st: St) -> Response:
     """Jobs by state, queue depth, seconds per face, HTTP requests."""
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)

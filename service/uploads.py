@@ -27,8 +27,14 @@ MEDIA_TYPES = {
     "TIFF": "image/tiff",
 }
 _ARCHIVE_MAGIC = (
-    (0, b"PK\x03\x04"), (0, b"PK\x05\x06"), (0, b"\x1f\x8b"), (0, b"BZh"),
-    (0, b"\xfd7zXZ\x00"), (0, b"7z\xbc\xaf\x27\x1c"), (0, b"Rar!"), (257, b"ustar"),
+    (0, b"PK\x03\x04"),
+    (0, b"PK\x05\x06"),
+    (0, b"\x1f\x8b"),
+    (0, b"BZh"),
+    (0, b"\xfd7zXZ\x00"),
+    (0, b"7z\xbc\xaf\x27\x1c"),
+    (0, b"Rar!"),
+    (257, b"ustar"),
 )
 _ARCHIVE_EXT = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
 _IMAGE_STATUS = {"too_many_pixels": 413, "corrupt_image": 422}
@@ -96,15 +102,22 @@ def unzip(data: bytes, settings: Settings) -> list[tuple[str, bytes]]:
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise ApiError(422, "zip_corrupt", f"the zip file cannot be read: {exc}") from exc
     if len(infos) > settings.zip_max_entries:
-        raise ApiError(413, "zip_too_many_entries",
-                       f"the zip has {len(infos)} entries; the limit is {settings.zip_max_entries}")
+        raise ApiError(
+            413,
+            "zip_too_many_entries",
+            f"the zip has {len(infos)} entries; the limit is {settings.zip_max_entries}",
+        )
     out: list[tuple[str, bytes]] = []
     total = 0
     for info in infos:
         name = info.filename
         if _unsafe_path(name):
-            raise ApiError(422, "zip_unsafe_path",
-                           f"zip entry {name!r} points outside the archive", {"entry": name})
+            raise ApiError(
+                422,
+                "zip_unsafe_path",
+                f"zip entry {name!r} points outside the archive",
+                {"entry": name},
+            )
         if stat.S_ISLNK(info.external_attr >> 16):
             raise ApiError(422, "zip_unsafe_path", f"zip entry {name!r} is a link", {"entry": name})
         if info.is_dir() or name.startswith("__MACOSX/") or safe_name(name, 0).startswith("."):
@@ -112,34 +125,55 @@ def unzip(data: bytes, settings: Settings) -> list[tuple[str, bytes]]:
         if info.flag_bits & 0x1:
             raise ApiError(422, "zip_encrypted", f"zip entry {name!r} is encrypted")
         if name.lower().endswith(_ARCHIVE_EXT):
-            raise ApiError(422, "zip_nested_archive", f"zip entry {name!r} is an archive; "
-                           "nested archives are not accepted", {"entry": name})
+            raise ApiError(
+                422,
+                "zip_nested_archive",
+                f"zip entry {name!r} is an archive; nested archives are not accepted",
+                {"entry": name},
+            )
         if info.file_size > settings.max_upload_bytes:
-            raise ApiError(413, "zip_entry_too_large", f"zip entry {name!r} is "
-                           f"{info.file_size} bytes; the limit is {settings.max_upload_bytes}")
+            raise ApiError(
+                413,
+                "zip_entry_too_large",
+                f"zip entry {name!r} is "
+                f"{info.file_size} bytes; the limit is {settings.max_upload_bytes}",
+            )
         if info.file_size > settings.zip_max_ratio * max(info.compress_size, 1) + 1024:
-            raise ApiError(413, "zip_bomb", f"zip entry {name!r} expands "
-                           f"{info.file_size / max(info.compress_size, 1):.0f}x; the limit is "
-                           f"{settings.zip_max_ratio:.0f}x")
+            raise ApiError(
+                413,
+                "zip_bomb",
+                f"zip entry {name!r} expands "
+                f"{info.file_size / max(info.compress_size, 1):.0f}x; the limit is "
+                f"{settings.zip_max_ratio:.0f}x",
+            )
         try:
             with archive.open(info) as fh:
                 content = fh.read(settings.max_upload_bytes + 1)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
             raise ApiError(422, "zip_corrupt", f"zip entry {name!r} cannot be read: {exc}") from exc
         if len(content) > settings.max_upload_bytes:
-            raise ApiError(413, "zip_entry_too_large", f"zip entry {name!r} is larger than "
-                           f"{settings.max_upload_bytes} bytes")
+            raise ApiError(
+                413,
+                "zip_entry_too_large",
+                f"zip entry {name!r} is larger than {settings.max_upload_bytes} bytes",
+            )
         total += len(content)
         if total > settings.max_request_bytes:
-            raise ApiError(413, "zip_too_large", "the zip expands past "
-                           f"{settings.max_request_bytes} bytes")
+            raise ApiError(
+                413, "zip_too_large", f"the zip expands past {settings.max_request_bytes} bytes"
+            )
         if is_archive(content):
-            raise ApiError(422, "zip_nested_archive", f"zip entry {name!r} is an archive; "
-                           "nested archives are not accepted", {"entry": name})
+            raise ApiError(
+                422,
+                "zip_nested_archive",
+                f"zip entry {name!r} is an archive; nested archives are not accepted",
+                {"entry": name},
+            )
         out.append((name, content))
         if len(out) > settings.max_batch_photos:
-            raise ApiError(413, "too_many_photos",
-                           f"more than {settings.max_batch_photos} photos in one job")
+            raise ApiError(
+                413, "too_many_photos", f"more than {settings.max_batch_photos} photos in one job"
+            )
     return out
 
 
@@ -149,12 +183,22 @@ def check_photo(name: str, data: bytes, settings: Settings) -> Photo:
     try:
         info = check_image(data, settings.max_pixels)
     except ImageError as exc:
-        return Photo(name, b"", error=JobError(code=exc.code, message=exc.message),
-                     status=_IMAGE_STATUS.get(exc.code, 415))
+        return Photo(
+            name,
+            b"",
+            error=JobError(code=exc.code, message=exc.message),
+            status=_IMAGE_STATUS.get(exc.code, 415),
+        )
     if info.format not in allowed or info.format not in MEDIA_TYPES:
-        return Photo(name, b"", status=415, error=JobError(
-            code="unsupported_format",
-            message=f"{info.format} is not accepted; send one of {', '.join(sorted(allowed))}"))
+        return Photo(
+            name,
+            b"",
+            status=415,
+            error=JobError(
+                code="unsupported_format",
+                message=f"{info.format} is not accepted; send one of {', '.join(sorted(allowed))}",
+            ),
+        )
     return Photo(name, data, MEDIA_TYPES[info.format])
 
 
@@ -168,8 +212,12 @@ def collect(files: list[tuple[str, bytes]], settings: Settings) -> list[Photo]:
         raise ApiError(422, "no_files", "send one or more photos (or one zip) in 'files'")
     for name, data in files:
         if len(data) > settings.max_upload_bytes:
-            raise ApiError(413, "file_too_large", f"{safe_name(name, 0)!r} is {len(data)} bytes; "
-                           f"the limit is {settings.max_upload_bytes}")
+            raise ApiError(
+                413,
+                "file_too_large",
+                f"{safe_name(name, 0)!r} is {len(data)} bytes; "
+                f"the limit is {settings.max_upload_bytes}",
+            )
     if any(is_zip(data) for _, data in files):
         if len(files) > 1:
             raise ApiError(422, "zip_not_alone", "send either photos or one zip, not both")
@@ -179,8 +227,11 @@ def collect(files: list[tuple[str, bytes]], settings: Settings) -> list[Photo]:
     elif any(is_archive(data) for _, data in files):
         raise ApiError(415, "unsupported_archive", "only zip archives are accepted")
     if len(files) > settings.max_batch_photos:
-        raise ApiError(413, "too_many_photos", f"{len(files)} photos; the limit per job is "
-                       f"{settings.max_batch_photos}")
+        raise ApiError(
+            413,
+            "too_many_photos",
+            f"{len(files)} photos; the limit per job is {settings.max_batch_photos}",
+        )
     names = _unique([safe_name(n, i) for i, (n, _) in enumerate(files)])
     photos = [check_photo(n, d, settings) for n, (_, d) in zip(names, files, strict=True)]
     if all(p.error for p in photos):

@@ -69,12 +69,20 @@ def fake_protect(delay: float = 0.05) -> Callable[..., PhotoOutcome]:
             progress(0, 1)
         time.sleep(delay)
         if "noface" in filename:
-            return PhotoOutcome(filename=filename, status="no_face",
-                                error=JobError(code="no_face", message="no face"))
+            return PhotoOutcome(
+                filename=filename,
+                status="no_face",
+                error=JobError(code="no_face", message="no face"),
+            )
         if progress:
             progress(1, 1)
-        return PhotoOutcome(filename=filename, status="protected", faces=1,
-                            output=b"PROTECTED:" + data, report={"faces": 1})
+        return PhotoOutcome(
+            filename=filename,
+            status="protected",
+            faces=1,
+            output=b"PROTECTED:" + data,
+            report={"faces": 1},
+        )
 
     return run
 
@@ -135,9 +143,23 @@ class RedisServer:
         exe = shutil.which("redis-server")
         assert exe
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

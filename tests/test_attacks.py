@@ -9,7 +9,7 @@ import torch
 
 from facecloak.images import decode_image
 from models.alignment import align
-from workers.engine import Objective, dimifgsm, difgsm, fgsm, ifgsm, mifgsm, ti_dimifgsm
+from workers.engine import Objective, difgsm, dimifgsm, fgsm, ifgsm, mifgsm, ti_dimifgsm
 from workers.jobs import runtime
 
 from .helpers import TEST

@@ -45,7 +45,9 @@ def test_truncated_jpeg() -> None:
 
 def test_decompression_bomb_is_refused_from_the_header() -> None:
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
@@ -74,7 +76,9 @@ def test_photo_without_a_face_is_not_returned_as_protected() -> None:
 
 def test_faces_below_the_minimum_size() -> None:
     small = Image.fromarray(_face_rgb()).resize((150, 200))
-    out = protect_photo(jpeg_bytes(np.asarray(small)), "small.jpg", QUICK.model_copy(update={"min_face_size": 120}))
+    out = protect_photo(
+        jpeg_bytes(np.asarray(small)), "small.jpg", QUICK.model_copy(update={"min_face_size": 120})
+    )
     assert out.status == "no_face" and out.error.code == "faces_too_small"
     assert out.report["faces_too_small"] >= 1
 
@@ -114,7 +118,7 @@ def test_png_with_alpha_keeps_alpha_and_format() -> None:
 
 
 def test_sixteen_bit_png() -> None:
-    rgb16 = (_face_rgb()[..., 0].astype(np.uint16) * 257)
+    rgb16 = _face_rgb()[..., 0].astype(np.uint16) * 257
     buf = io.BytesIO()
     Image.fromarray(rgb16).save(buf, "PNG")
     out = protect_photo(buf.getvalue(), "g16.png", QUICK)

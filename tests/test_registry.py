@@ -40,7 +40,9 @@ def test_unknown_model_lists_the_known_ones() -> None:
         registry.get_spec("arcface_r1000")
 
 
-def test_a_tampered_file_in_the_model_dir_is_not_used(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tampered_file_in_the_model_dir_is_not_used(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = isolated_cache / "bad"
     bad.mkdir()
     (bad / "w600k_mbf.onnx").write_bytes(b"not the model")

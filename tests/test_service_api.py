@@ -40,8 +40,12 @@ def client(tmp_path: Path, fake: None) -> Iterator[TestClient]:
         yield c
 
 
-def submit(c: Any, files: list[tuple[str, bytes]], headers: dict[str, str] = A,
-           data: dict[str, Any] | None = None) -> Any:
+def submit(
+    c: Any,
+    files: list[tuple[str, bytes]],
+    headers: dict[str, str] = A,
+    data: dict[str, Any] | None = None,
+) -> Any:
     parts = [("files", (name, body, "application/octet-stream")) for name, body in files]
     return c.post("/v1/protect", files=parts, data=data or {}, headers=headers)
 
@@ -80,8 +84,12 @@ def test_single_photo_round_trip(client: TestClient) -> None:
     assert job["options"]["steps"] == 3 and job["options"]["verify"] is False
     done = wait_job(client, job["id"], A)
     assert done["status"] == "succeeded"
-    assert done["progress"] == {"faces_done": 1, "faces_total": 1, "photos_done": 1,
-                                "photos_total": 1}
+    assert done["progress"] == {
+        "faces_done": 1,
+        "faces_total": 1,
+        "photos_done": 1,
+        "photos_total": 1,
+    }
     assert done["finished_at"] and done["expires_at"]
     got = client.get(f"/v1/jobs/{job['id']}/result", headers=A)
     assert got.status_code == 200
@@ -93,15 +101,18 @@ def test_single_photo_round_trip(client: TestClient) -> None:
 
 
 def test_options_as_json_field(client: TestClient) -> None:
-    r = submit(client, [(JPEG_NAME, png())],
-               data={"options": json.dumps({"strength": "low", "seed": 7})})
+    r = submit(
+        client, [(JPEG_NAME, png())], data={"options": json.dumps({"strength": "low", "seed": 7})}
+    )
     assert r.status_code == 202
     assert r.json()["options"]["strength"] == "low" and r.json()["options"]["seed"] == 7
 
 
 def test_batch_with_a_bad_photo_completes_the_others(client: TestClient) -> None:
-    r = submit(client, [("a.png", png()), ("bad.png", b"not an image"),
-                        ("noface.png", png(color=(1, 2, 3)))])
+    r = submit(
+        client,
+        [("a.png", png()), ("bad.png", b"not an image"), ("noface.png", png(color=(1, 2, 3)))],
+    )
     assert r.status_code == 202
     done = wait_job(client, r.json()["id"], A)
     assert done["status"] == "succeeded"
@@ -176,8 +187,13 @@ def test_rate_limit(tmp_path: Path, fake: None) -> None:
 
 
 def test_limits(tmp_path: Path, fake: None) -> None:
-    s = settings(tmp_path, max_upload_bytes=20_000, max_pixels=100 * 100, max_batch_photos=2,
-                 max_request_bytes=200_000)
+    s = settings(
+        tmp_path,
+        max_upload_bytes=20_000,
+        max_pixels=100 * 100,
+        max_batch_photos=2,
+        max_request_bytes=200_000,
+    )
     with TestClient(create_app(s, background=False)) as c:
         r = submit(c, [("big.png", b"\x89PNG" + b"\0" * 30_000)])
         assert r.status_code == 413 and err(r) == "file_too_large"
@@ -185,9 +201,15 @@ def test_limits(tmp_path: Path, fake: None) -> None:
         assert r.status_code == 413 and err(r) == "too_many_pixels"
         r = submit(c, [(f"{i}.png", png()) for i in range(3)])
         assert r.status_code == 413 and err(r) == "too_many_photos"
-        r = c.post("/v1/protect", headers={**A, "Content-Length": "999999999",
-                                           "Content-Type": "multipart/form-data; boundary=x"},
-                   content=b"")
+        r = c.post(
+            "/v1/protect",
+            headers={
+                **A,
+                "Content-Length": "999999999",
+                "Content-Type": "multipart/form-data; boundary=x",
+            },
+            content=b"",
+        )
         assert r.status_code == 413 and err(r) == "request_too_large"
 
 
@@ -221,8 +243,12 @@ def test_invalid_requests(client: TestClient) -> None:
     for data, code in cases:
         r = submit(client, [(JPEG_NAME, png())], data=data)
         assert r.status_code == 422 and err(r) == code, (data, r.text)
-    r = client.post("/v1/protect", headers=A, data={"steps": "3"},
-                    files=[("other", ("a.png", png(), "image/png"))])
+    r = client.post(
+        "/v1/protect",
+        headers=A,
+        data={"steps": "3"},
+        files=[("other", ("a.png", png(), "image/png"))],
+    )
     assert r.status_code == 422 and err(r) == "unknown_field"
     r = client.get("/v1/jobs?limit=0", headers=A)
     assert r.status_code == 422 and err(r) == "invalid_request"
@@ -249,8 +275,9 @@ def test_concurrent_idempotent_submits_make_one_job(tmp_path: Path, fake: None) 
 
         def go() -> None:
             with httpx.Client(base_url=url, timeout=30) as c:
-                results.append(submit(c, [(JPEG_NAME, png())],
-                                      headers={**A, "Idempotency-Key": "same"}))
+                results.append(
+                    submit(c, [(JPEG_NAME, png())], headers={**A, "Idempotency-Key": "same"})
+                )
 
         threads = [threading.Thread(target=go) for _ in range(6)]
         for t in threads:
@@ -372,8 +399,12 @@ def test_health_ready_metrics(client: TestClient) -> None:
     assert set(ready.json()["checks"]) >= {"jobstore", "storage", "executor"}
     submit(client, [(JPEG_NAME, png())])
     text = client.get("/metrics").text
-    for name in ("facecloak_jobs{", "facecloak_queue_depth{", "facecloak_seconds_per_face",
-                 "facecloak_http_requests_total{"):
+    for name in (
+        "facecloak_jobs{",
+        "facecloak_queue_depth{",
+        "facecloak_seconds_per_face",
+        "facecloak_http_requests_total{",
+    ):
         assert name in text
     r = client.get("/nope")
     assert r.status_code == 404 and err(r) == "not_found"
@@ -388,14 +419,21 @@ def test_verify_endpoint(client: TestClient, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(runner, "_verify", fake_verify)
     a, b = png(), png(color=(0, 0, 0))
-    r = client.post("/v1/verify", headers=A, data={"models": "w600k_mbf"},
-                    files=[("original", ("a.png", a)), ("protected", ("b.png", b))])
+    r = client.post(
+        "/v1/verify",
+        headers=A,
+        data={"models": "w600k_mbf"},
+        files=[("original", ("a.png", a)), ("protected", ("b.png", b))],
+    )
     assert r.status_code == 200 and r.json() == {"faces": 1, "models": ["w600k_mbf"]}
     assert seen == [(a, b, ["w600k_mbf"])]
     r = client.post("/v1/verify", headers=A, files=[("original", ("a.png", a))])
     assert r.status_code == 422 and err(r) == "missing_file"
-    r = client.post("/v1/verify", headers=A,
-                    files=[("original", ("a.png", a)), ("protected", ("b.txt", b"text"))])
+    r = client.post(
+        "/v1/verify",
+        headers=A,
+        files=[("original", ("a.png", a)), ("protected", ("b.txt", b"text"))],
+    )
     assert r.status_code == 415 and err(r) == "not_an_image"
 
 
@@ -406,9 +444,20 @@ def test_jobs_accepted_before_a_restart_still_run(tmp_path: Path, fake: None) ->
     s = settings(tmp_path)
     ctx = Context.from_settings(s)
     ctx.storage.put(original_key("job_old", 0), png())
-    ctx.store.create(JobRecord(id="job_old", tenant="tenant-a", items=[
-        ItemRecord(index=0, filename="a.png", media_type="image/png",
-                   original_key=original_key("job_old", 0))]))
+    ctx.store.create(
+        JobRecord(
+            id="job_old",
+            tenant="tenant-a",
+            items=[
+                ItemRecord(
+                    index=0,
+                    filename="a.png",
+                    media_type="image/png",
+                    original_key=original_key("job_old", 0),
+                )
+            ],
+        )
+    )
     with TestClient(create_app(s, background=False)) as c:
         assert wait_job(c, "job_old", A)["status"] == "succeeded"
 
@@ -431,8 +480,9 @@ def test_python_client(tmp_path: Path, fake: None) -> None:
         assert info.value.code == "job_not_found"
 
 
-def test_broker_down_at_submit_is_dispatched_later(tmp_path: Path, fake: None,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broker_down_at_submit_is_dispatched_later(
+    tmp_path: Path, fake: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(settings(tmp_path), background=False)
     with TestClient(app) as c:
         dispatcher = app.state.fc.dispatcher

@@ -34,12 +34,21 @@ pytestmark = [
 
 def serve(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     """``serve`` in embedded mode as a process, logging to ``tmp/serve.log``."""
-    environ = subprocess_env(FACECLOAK_API_KEYS=KEYS, FACECLOAK_DATA_DIR=str(tmp),
-                             FACECLOAK_BROKER_URL="", FACECLOAK_STORAGE_URL="", **env)
+    environ = subprocess_env(
+        FACECLOAK_API_KEYS=KEYS,
+        FACECLOAK_DATA_DIR=str(tmp),
+        FACECLOAK_BROKER_URL="",
+        FACECLOAK_STORAGE_URL="",
+        **env,
+    )
     log = (tmp / "serve.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.commands", "serve", "--port", str(port)],
-        cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", 60)
     return proc
@@ -67,9 +76,12 @@ def test_protect_a_real_photo(gateway: str) -> None:
     with httpx.Client(base_url=gateway, timeout=60) as c:
         ready = c.get("/readyz").json()
         assert ready["mode"] == "embedded" and ready["checks"]["jobstore"] == "ok"
-        r = c.post("/v1/protect", headers=A,
-                   data={"steps": "2", "verify": "false", "eot_makeup": "false"},
-                   files=[("files", ("obama.jpg", photo, "image/jpeg"))])
+        r = c.post(
+            "/v1/protect",
+            headers=A,
+            data={"steps": "2", "verify": "false", "eot_makeup": "false"},
+            files=[("files", ("obama.jpg", photo, "image/jpeg"))],
+        )
         assert r.status_code == 202, r.text
         job = wait_job(c, r.json()["id"], A, timeout=240)
         assert job["status"] == "succeeded", job
@@ -88,16 +100,27 @@ def test_protect_a_real_photo(gateway: str) -> None:
 def test_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
     """Stop the gateway while a photo is being protected: after a restart the job completes."""
     port = free_port()
-    env = {"FACECLOAK_LEASE_SECONDS": "3", "FACECLOAK_REAPER_INTERVAL_SECONDS": "0.5",
-           "FACECLOAK_SHUTDOWN_GRACE_SECONDS": "0.5"}
+    env = {
+        "FACECLOAK_LEASE_SECONDS": "3",
+        "FACECLOAK_REAPER_INTERVAL_SECONDS": "0.5",
+        "FACECLOAK_SHUTDOWN_GRACE_SECONDS": "0.5",
+    }
     proc = serve(tmp_path, port, **env)
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=60) as c:
-            r = c.post("/v1/protect", headers=A,
-                       data={"steps": "4", "verify": "false", "eot_makeup": "false",
-                             "eot_jpeg": "false", "eot_rescale": "false"},
-                       files=[("files", ("obama.jpg", FACE_PHOTO.read_bytes(), "image/jpeg"))])
+            r = c.post(
+                "/v1/protect",
+                headers=A,
+                data={
+                    "steps": "4",
+                    "verify": "false",
+                    "eot_makeup": "false",
+                    "eot_jpeg": "false",
+                    "eot_rescale": "false",
+                },
+                files=[("files", ("obama.jpg", FACE_PHOTO.read_bytes(), "image/jpeg"))],
+            )
             job_id = r.json()["id"]
             deadline = time.monotonic() + 120
             while c.get(f"/v1/jobs/{job_id}", headers=A).json()["progress"]["faces_total"] < 1:

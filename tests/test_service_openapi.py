@@ -17,9 +17,16 @@ def test_openapi_yaml_is_the_served_schema() -> None:
 def test_schema_documents_the_contract() -> None:
     spec = schema()
     paths = spec["paths"]
-    assert set(paths) >= {"/v1/protect", "/v1/jobs", "/v1/jobs/{job_id}",
-                          "/v1/jobs/{job_id}/result", "/v1/verify", "/healthz", "/readyz",
-                          "/metrics"}
+    assert set(paths) >= {
+        "/v1/protect",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/result",
+        "/v1/verify",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
     protect = paths["/v1/protect"]["post"]
     assert "202" in protect["responses"]
     body = protect["requestBody"]["content"]["multipart/form-data"]["schema"]

@@ -63,15 +63,32 @@ class Stack:
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
         out = (self.tmp / log).open("ab")
-        proc = subprocess.Popen(args, cwd=REPO, env=self.env(), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
     def start(self) -> None:
         self.redis.start()
-        self._spawn([sys.executable, "-m", "service.commands", "serve", "--port",
-                     str(self.port), "--log-level", "warning"], "gateway.log")
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "service.commands",
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            "gateway.log",
+        )
         wait_http(self.url + "/healthz", 60)
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
@@ -79,8 +96,19 @@ class Stack:
             cmd = [sys.executable, "tests/fake_worker.py"]
         else:
             cmd = [sys.executable, "-m", "service.commands"]
-        proc = self._spawn([*cmd, "worker", "--queues", "gpu,cpu", "--name", f"{name}@%h",
-                            "--log-level", "WARNING"], f"{name}.log")
+        proc = self._spawn(
+            [
+                *cmd,
+                "worker",
+                "--queues",
+                "gpu,cpu",
+                "--name",
+                f"{name}@%h",
+                "--log-level",
+                "WARNING",
+            ],
+            f"{name}.log",
+        )
         self.workers.append(proc)
         return proc
 
@@ -134,8 +162,12 @@ def finished(job: dict[str, Any]) -> bool:
 
 
 def submit(c: httpx.Client, files: list[tuple[str, bytes]], **data: str) -> dict[str, Any]:
-    r = c.post("/v1/protect", headers=A, data=data,
-               files=[("files", (n, b, "application/octet-stream")) for n, b in files])
+    r = c.post(
+        "/v1/protect",
+        headers=A,
+        data=data,
+        files=[("files", (n, b, "application/octet-stream")) for n, b in files],
+    )
     assert r.status_code == 202, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -155,7 +187,7 @@ def test_real_job_through_the_queue(stack: Stack) -> None:
         got = c.get(f"/v1/jobs/{job['id']}/result", headers=A)
         assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
         assert got.content[:3] == b"\xff\xd8\xff" and got.content != photo
-        assert "facecloak_queue_depth{queue=\"gpu\"}" in c.get("/metrics").text
+        assert 'facecloak_queue_depth{queue="gpu"}' in c.get("/metrics").text
 
 
 @pytest.mark.parametrize("stack", [0.05], indirect=True)
@@ -169,8 +201,9 @@ def test_batch_fans_out_across_workers(stack: Stack) -> None:
         assert done["progress"]["photos_done"] == 6
         assert all(i["status"] == "protected" for i in done["items"])
         a, b = png(), png(10, 10)
-        r = c.post("/v1/verify", headers=A,
-                   files=[("original", ("a.png", a)), ("protected", ("b.png", b))])
+        r = c.post(
+            "/v1/verify", headers=A, files=[("original", ("a.png", a)), ("protected", ("b.png", b))]
+        )
         assert r.status_code == 200 and r.json() == {"sizes": [len(a), len(b)]}, r.text
 
 

@@ -54,8 +54,11 @@ def s3_endpoint() -> Iterator[str]:
 def test_s3_storage(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="photos")
     store = open_storage("s3://photos/facecloak", Path("/nonexistent"), s3_endpoint)
@@ -67,8 +70,13 @@ def test_s3_storage(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def job(job_id: str, tenant: str = "t", key: str | None = None, t: float = 1.0) -> JobRecord:
-    return JobRecord(id=job_id, tenant=tenant, idempotency_key=key, created_at=t,
-                     items=[ItemRecord(index=0, filename="a.png")])
+    return JobRecord(
+        id=job_id,
+        tenant=tenant,
+        idempotency_key=key,
+        created_at=t,
+        items=[ItemRecord(index=0, filename="a.png")],
+    )
 
 
 def exercise_jobstore(store: JobStore) -> None:
@@ -88,7 +96,10 @@ def exercise_jobstore(store: JobStore) -> None:
     assert store.get("j1") == updated
     assert store.update("missing", finish) is None
     assert store.counts() == {"queued": 2, "succeeded": 1} or store.counts() == {
-        "queued": 2, "succeeded": 1, "running": 0}
+        "queued": 2,
+        "succeeded": 1,
+        "running": 0,
+    }
     assert {j.id for j in store.active()} == {"j2", "j3"}
     assert [j.id for j in store.finished_before(updated.finished_at + 11)] == ["j1"]  # type: ignore[operator]
     store.add_stats(faces=2, face_seconds=3.5)
@@ -112,8 +123,9 @@ def exercise_jobstore(store: JobStore) -> None:
     # concurrent read-modify-writes are not lost
     def bump(_: int) -> None:
         for _ in range(10):
-            store.update("j2", lambda rec: setattr(rec.items[0], "attempts",
-                                                   rec.items[0].attempts + 1))
+            store.update(
+                "j2", lambda rec: setattr(rec.items[0], "attempts", rec.items[0].attempts + 1)
+            )
 
     threads = [threading.Thread(target=bump, args=(i,)) for i in range(4)]
     for th in threads:
@@ -143,8 +155,6 @@ def test_redis_jobstore(tmp_path: Path) -> None:
         server.stop()
 
 
-
-
 def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
     from fastapi.testclient import TestClient
@@ -153,8 +163,11 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
     from service.app import create_app
     from tests.service_fixtures import A, fake_protect, png, settings, wait_job
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(runner, "_protect", fake_protect(0.0))
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -174,8 +187,9 @@ def test_expiry_then_purge(tmp_path: Path) -> None:
     from workers.records import now
     from workers.runner import Context, reap
 
-    ctx = Context.from_settings(Settings(data_dir=tmp_path, result_ttl_seconds=0,
-                                         broker_url=None, storage_url=None))
+    ctx = Context.from_settings(
+        Settings(data_dir=tmp_path, result_ttl_seconds=0, broker_url=None, storage_url=None)
+    )
     rec = job("old")
     rec.items[0].status = "protected"
     rec.items[0].result_key = "jobs/old/out/0-x"

@@ -87,8 +87,7 @@ class SQLiteJobStore:
         self._db.execute(
             f"{verb} INTO jobs (id, tenant, status, created_at, sweep_at, body) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (job.id, job.tenant, job.status, job.created_at, job.sweep_at,
-             job.model_dump_json()),
+            (job.id, job.tenant, job.status, job.created_at, job.sweep_at, job.model_dump_json()),
         )
 
     def _read(self, job_id: str) -> JobRecord | None:
@@ -277,9 +276,7 @@ class RedisJobStore:
             self._index(pipe, job, before)
             return job
 
-        result: JobRecord | None = cast(Any, self.r).transaction(
-            tx, key, value_from_callable=True
-        )
+        result: JobRecord | None = cast(Any, self.r).transaction(tx, key, value_from_callable=True)
         return result
 
     def delete(self, job_id: str) -> None:

@@ -112,6 +112,7 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         period = max(0.2, self.ctx.settings.lease_seconds / 3)
         while not self.stopped.wait(period):
+
             def fn(job: JobRecord) -> None:
                 item = job.items[self.index]
                 if item.worker == self.token and not item.done:
@@ -177,7 +178,8 @@ def run_item(ctx: Context, job_id: str, index: int, on_finished: Finished) -> No
             data = ctx.storage.get(item.original_key or original_key(job_id, index))
         except BlobNotFound:
             outcome = PhotoOutcome(
-                filename=item.filename, status="failed",
+                filename=item.filename,
+                status="failed",
                 error=JobError(code="original_missing", message="the uploaded photo is gone"),
             )
         else:
@@ -194,8 +196,13 @@ def run_item(ctx: Context, job_id: str, index: int, on_finished: Finished) -> No
 
 
 def _commit(
-    ctx: Context, job_id: str, index: int, token: str, outcome: PhotoOutcome,
-    seconds: float, on_finished: Finished,
+    ctx: Context,
+    job_id: str,
+    index: int,
+    token: str,
+    outcome: PhotoOutcome,
+    seconds: float,
+    on_finished: Finished,
 ) -> None:
     result_key = None
     if outcome.status == "protected" and outcome.output is not None:

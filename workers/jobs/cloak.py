@@ -56,7 +56,8 @@ class CloakConfig:
     jitter_scale: float = 0.05
     jitter_shift: float = 3.0
     jitter_degrees: float = 4.0
-    margin: float = 0.25
+    margin: float = 0.5
+    face_mask: float = 1.1  # >0: perturb only a soft ellipse this many eye distances wide
     decoy: bool = False
     decoy_weight: float = 0.5
     weights: dict[str, float] = field(default_factory=dict)
@@ -78,6 +79,7 @@ class CloakResult:
     steps: list[int]
     converged: list[bool]
     seconds: float
+    model_seconds: float
     regions: list[tuple[int, int, int, int]]
     decoys: list[str] | None = None
 
@@ -131,6 +133,22 @@ def _geometry(
     return _Geometry((rx0, ry0, rx1, ry1), (wh, ww), to_crop, lm106)
 
 
+def _face_ellipse(g: _Geometry, lm5: np.ndarray, width: float) -> np.ndarray:
+    """Soft elliptical mask over the face (from 5 landmarks), in the region's pixels."""
+    x0, y0, x1, y1 = g.region
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    eyes = (lm5[0] + lm5[1]) / 2
+    mouth = (lm5[3] + lm5[4]) / 2
+    d = float(np.linalg.norm(lm5[1] - lm5[0]))
+    up = (eyes - mouth) / max(float(np.linalg.norm(eyes - mouth)), 1e-6)  # towards the forehead
+    centre = (eyes + mouth) / 2 + 0.15 * d * up
+    across = np.array([-up[1], up[0]])
+    u = (xs - centre[0]) * across[0] + (ys - centre[1]) * across[1]
+    v = (xs - centre[0]) * up[0] + (ys - centre[1]) * up[1]
+    r = np.sqrt((u / (width * d)) ** 2 + (v / (1.3 * width * d)) ** 2)
+    return np.clip((1.0 - r) / 0.15 + 1.0, 0.0, 1.0)
+
+
 def _ownership_masks(geoms: list[_Geometry], faces: list[FaceInput]) -> list[np.ndarray]:
     """Each region pixel belongs to the nearest face centre, so perturbations never overlap."""
     centres = [f.landmarks5.mean(0) for f in faces]
@@ -168,10 +186,12 @@ class Cloaker:
         self.jpeg = DifferentiableJpeg()
         self.rescale = RandomRescale(*config.rescale)
         self.diversity = InputDiversity() if config.diversity else None
+        self._model_seconds = 0.0
 
     def protect(self, rgb: np.ndarray, faces: list[FaceInput], seed: int = 0) -> CloakResult:
         """Return the photo with every face in ``faces`` cloaked."""
         start = time.perf_counter()
+        self._model_seconds = 0.0
         cfg, dev = self.cfg, self.device
         h, w = rgb.shape[:2]
         geoms = [_geometry((h, w), f, self.models) for f in faces]
@@ -185,7 +205,10 @@ class Cloaker:
         for i, g in enumerate(geoms):
             x0, y0, x1, y1 = g.region
             x[i, :, : y1 - y0, : x1 - x0] = photo[:, y0:y1, x0:x1]
-            mask[i, 0, : y1 - y0, : x1 - x0] = torch.from_numpy(masks[i].astype(np.float32))
+            m = masks[i].astype(np.float32)
+            if cfg.face_mask > 0:
+                m = m * _face_ellipse(g, faces[i].landmarks5, cfg.face_mask).astype(np.float32)
+            mask[i, 0, : y1 - y0, : x1 - x0] = torch.from_numpy(m)
         x, mask = x.to(dev), mask.to(dev)
         to_crop = {
             rec.name: torch.tensor(
@@ -236,7 +259,7 @@ class Cloaker:
                 crops = warp_affine(samples, m, rec.input_size)
                 if self.diversity is not None:
                     crops = self.diversity(crops, gen)
-                emb = rec(crops)
+                emb = self._timed(rec, crops)
                 ref = clean[rec.name][idx].repeat_interleave(k, 0)
                 sims.append((emb * ref).sum(1).view(-1, k))
                 if decoy:
@@ -271,9 +294,27 @@ class Cloaker:
             steps=[int(s) for s in result.steps.tolist()],
             converged=[bool(d) for d in result.done.tolist()],
             seconds=time.perf_counter() - start,
+            model_seconds=self._model_seconds,
             regions=[g.region for g in geoms],
             decoys=decoy_names,
         )
+
+    def _timed(self, rec: Recognizer, crops: Tensor) -> Tensor:
+        """Run ``rec`` and add its forward and (via hooks) backward seconds to the clock."""
+        t0 = time.perf_counter()
+        emb: Tensor = rec(crops)
+        self._model_seconds += time.perf_counter() - t0
+        if crops.requires_grad:
+            marks: list[float] = []
+            emb.register_hook(lambda g: marks.append(time.perf_counter()) or g)
+
+            def done(g: Tensor) -> Tensor:
+                if marks:
+                    self._model_seconds += time.perf_counter() - marks[0]
+                return g
+
+            crops.register_hook(done)
+        return emb
 
     def _to_work(self, x: Tensor, idx: Tensor, geoms: list[_Geometry]) -> Tensor:
         """Resample each face region to its working resolution (padded to a common size)."""
@@ -295,25 +336,28 @@ class Cloaker:
         """k samples per face: the first untransformed, the others randomly transformed."""
         cfg = self.cfg
         k = cfg.eot_samples
-        rep = work.repeat_interleave(k, 0)
+        out = work.repeat_interleave(k, 0)
         if k == 1:
-            return rep
-        b = work.shape[0]
-        first = torch.arange(b * k, device=work.device) % k == 0
-        out = rep
+            return out
+        n = out.shape[0]
+        free = torch.arange(n) % k != 0  # sample 0 of every face stays untransformed
+
+        def pick(p: float) -> Tensor:
+            return torch.nonzero(free & (torch.rand(n, generator=gen) < p)).flatten()
+
         if cfg.eot_makeup and lm106 is not None and self.makeup is not None:
-            lm = lm106[idx].repeat_interleave(k, 0)
-            made = self.makeup(out, lm, gen)
-            pick = (torch.rand(b * k, generator=gen) < 0.5).to(work.device) & ~first
-            out = torch.where(pick.view(-1, 1, 1, 1), made, out)
+            # whole batch: the filter caches its masks while the landmarks stay the same
+            made = self.makeup(out, lm106[idx].repeat_interleave(k, 0), gen)
+            sel = free & (torch.rand(n, generator=gen) < 0.5)
+            out = torch.where(sel.to(out.device).view(-1, 1, 1, 1), made, out)
         if cfg.eot_rescale:
-            scaled = self.rescale(out, gen)
-            pick = (torch.rand(b * k, generator=gen) < 0.5).to(work.device) & ~first
-            out = torch.where(pick.view(-1, 1, 1, 1), scaled, out)
+            sel = pick(0.5).to(out.device)
+            if len(sel):
+                out = out.index_copy(0, sel, self.rescale(out[sel], gen))
         if cfg.eot_jpeg:
-            lo, hi = cfg.jpeg_quality
-            q = torch.randint(lo, hi + 1, (b * k,), generator=gen).float().to(work.device)
-            comp = self.jpeg(out, q)
-            pick = (torch.rand(b * k, generator=gen) < 0.6).to(work.device) & ~first
-            out = torch.where(pick.view(-1, 1, 1, 1), comp, out)
+            sel = pick(0.6).to(out.device)
+            if len(sel):
+                lo, hi = cfg.jpeg_quality
+                q = torch.randint(lo, hi + 1, (len(sel),), generator=gen).float().to(out.device)
+                out = out.index_copy(0, sel, self.jpeg(out[sel], q))
         return out

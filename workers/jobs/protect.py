@@ -111,6 +111,7 @@ def protect_photo(
         **({"decoys": result.decoys} if result.decoys else {}),
         "attack": {
             "method": "DI-MI-FGSM with EOT (JPEG, rescale, makeup) on the full-resolution photo",
+            "margin": config.margin,
             "eps_255": round(config.eps * 255, 3),
             "alpha_255": round(config.eps * config.alpha_ratio * 255, 3),
             "max_steps": config.steps,
