@@ -17,9 +17,9 @@ import matplotlib
 import torch
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from workers.jobs.bench import BenchConfig, run_bench  # noqa: E402
+from workers.jobs.bench import BenchConfig, run_bench
 
 SURROGATES = ["w600k_mbf", "sface"]
 HELD_OUT = "facenet"
