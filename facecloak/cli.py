@@ -112,6 +112,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         leave_one_out=not args.no_loo,
         limit=args.limit,
         seed=args.seed,
+        **({"conditions": tuple(args.conditions.split(","))} if args.conditions else {}),
     )
     result = run_bench(cfg)
     if args.json:
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--strength", choices=["low", "medium", "high"], default="medium")
     be.add_argument("--models", default="w600k_mbf,sface,facenet")
     be.add_argument("--no-loo", action="store_true", help="attack with all models at once")
+    be.add_argument("--conditions", default=None, help="e.g. saved,jpeg75 (default: all)")
     be.add_argument("--limit", type=int, default=None, help="at most this many probes")
     be.add_argument("--threads", type=int, default=2)
     be.add_argument("--seed", type=int, default=0)

@@ -139,8 +139,11 @@ def _face_ellipse(g: _Geometry, lm5: np.ndarray, width: float) -> np.ndarray:
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     eyes = (lm5[0] + lm5[1]) / 2
     mouth = (lm5[3] + lm5[4]) / 2
-    d = float(np.linalg.norm(lm5[1] - lm5[0]))
-    up = (eyes - mouth) / max(float(np.linalg.norm(eyes - mouth)), 1e-6)  # towards the forehead
+    # face scale: the eye distance, or for turned faces (eyes close together) the
+    # eye-to-mouth distance, which is ~1.15 eye distances on a frontal face
+    em = float(np.linalg.norm(eyes - mouth))
+    d = max(float(np.linalg.norm(lm5[1] - lm5[0])), em / 1.15)
+    up = (eyes - mouth) / max(em, 1e-6)  # towards the forehead
     centre = (eyes + mouth) / 2 + 0.15 * d * up
     across = np.array([-up[1], up[0]])
     u = (xs - centre[0]) * across[0] + (ys - centre[1]) * across[1]
