@@ -31,7 +31,7 @@ from workers.jobs.faceset import LabelledPhoto, load_faceset
 from workers.jobs.options import ProtectOptions
 from workers.jobs.protect import build_cloaker
 from workers.jobs.quality import psnr, ssim
-from workers.jobs.verify import _scaled, face_region
+from workers.jobs.verify import face_region, scaled_face
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _best_match(
     """Best similarity to an enrolled photo of the probe's face in ``rgb``, per model."""
     assert ref.face is not None
     found = runtime.detector().detect(rgb)
-    face = match_faces([_scaled(ref.face, scale)], found)[0]
+    face = match_faces([scaled_face(ref.face, scale)], found)[0]
     out: dict[str, float | None] = {}
     for m, gallery in enrolled.items():
         out[m] = None if face is None else float((embed(rgb, [face], m)[0] @ gallery.T).max())

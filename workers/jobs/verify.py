@@ -14,7 +14,8 @@ from workers.jobs.analysis import embed, find_faces, match_faces
 from workers.jobs.quality import finite, psnr, ssim
 
 
-def _scaled(face: Face, s: float) -> Face:
+def scaled_face(face: Face, s: float) -> Face:
+    """The face with box and landmarks scaled by ``s`` (for resized photos)."""
     if s == 1.0:
         return face
     x1, y1, x2, y2 = face.box
@@ -28,7 +29,7 @@ def _similarities(
 ) -> dict[str, list[float | None]]:
     """Cosine similarity of each reference face with its re-detected face in ``rgb``."""
     found = runtime.detector().detect(rgb)
-    matched = match_faces([_scaled(f, scale) for f in ref_faces], found)
+    matched = match_faces([scaled_face(f, scale) for f in ref_faces], found)
     present = [f for f in matched if f is not None]
     out: dict[str, list[float | None]] = {}
     for model, ref in ref_emb.items():
