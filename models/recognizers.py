@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch.nn.functional as F
@@ -66,12 +65,3 @@ def load_recognizer(name: str, device: str = "cpu") -> Recognizer:
     if spec.role != "recognizer":
         raise ValueError(f"model {name!r} is a {spec.role}, not a recognizer")
     return Recognizer(spec, _build_net(spec)).to(device)
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A model's match threshold on cosine similarity and how it was set."""
-
-    value: float
-    far: float
-    method: str

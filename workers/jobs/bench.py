@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from facecloak.images import decode_image, encode_image
+from facecloak.settings import get_settings
 from workers.jobs import conditions, runtime
 from workers.jobs.analysis import embed, find_faces, match_faces
-from workers.jobs.cloak import FaceInput
 from workers.jobs.faceset import LabelledPhoto, load_faceset
 from workers.jobs.options import ProtectOptions
-from workers.jobs.protect import build_cloaker
+from workers.jobs.protect import build_cloaker, face_inputs
 from workers.jobs.quality import psnr, ssim
 from workers.jobs.verify import face_region, scaled_face
 
@@ -120,13 +120,11 @@ def _run_attack(
             for m in cfg.models
         }
         clean = {m: float((emb[m][str(p.path)] @ enrolled[m].T).max()) for m in cfg.models}
-        found = find_faces(p.rgb, runtime_min_size())
+        found = find_faces(p.rgb, get_settings().min_face_size)
         faces = found.faces or ([p.face] if p.face else [])
-        lm106 = [runtime.landmarks106().predict(p.rgb, f) for f in faces]
+        inputs = face_inputs(p.rgb, faces, cloaker.cfg.eot_makeup)
         t0 = time.perf_counter()
-        result = cloaker.protect(
-            p.rgb, [FaceInput(f.landmarks, lm106[i]) for i, f in enumerate(faces)], cfg.seed
-        )
+        result = cloaker.protect(p.rgb, inputs, cfg.seed)
         seconds = time.perf_counter() - t0
         img = decode_image(p.path.read_bytes())
         saved = decode_image(encode_image(result.rgb, img)).rgb
@@ -157,12 +155,6 @@ def _run_attack(
             }
         )
     return {"surrogates": surrogates, "probes": rows, "psr": _psr(rows, cfg, thr)}
-
-
-def runtime_min_size() -> int:
-    from facecloak.settings import get_settings
-
-    return get_settings().min_face_size
 
 
 def _psr(rows: list[dict[str, Any]], cfg: BenchConfig, thr: dict[str, float]) -> dict[str, Any]:

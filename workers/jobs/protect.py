@@ -6,8 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from facecloak.images import ImageError, decode_image, encode_image
 from facecloak.settings import get_settings
+from models.detection import Face
 from models.errors import ModelError
 from models.landmarks106 import GROUPS
 from models.registry import get_spec
@@ -92,13 +95,7 @@ def protect_photo(
     total = len(found.faces)
     if progress:
         progress(0, total)
-    lm106 = None
-    if options.eot_makeup:
-        lm106 = [runtime.landmarks106().predict(img.rgb, f) for f in found.faces]
-    faces = [
-        FaceInput(f.landmarks, None if lm106 is None else lm106[i])
-        for i, f in enumerate(found.faces)
-    ]
+    faces = face_inputs(img.rgb, found.faces, options.eot_makeup)
     cloaker = build_cloaker(options)
     config = cloaker.cfg
     result = cloaker.protect(img.rgb, faces, seed=options.seed)
@@ -141,7 +138,7 @@ def protect_photo(
     if options.verify:
         saved = decode_image(output, settings.max_pixels).rgb
         names = list(dict.fromkeys([*options.surrogates, *options.eval_models]))
-        verification = verify_arrays(img.rgb, saved, names, min_size)
+        verification = verify_arrays(img.rgb, saved, names, min_size, ref_faces=found.faces)
         report["verification"] = verification
         still = {m: verification["matched_faces"][m]["saved"] for m in options.surrogates}
         if any(still.values()):
@@ -158,6 +155,14 @@ def protect_photo(
     return PhotoOutcome(
         filename=filename, status="protected", faces=total, output=output, report=report
     )
+
+
+def face_inputs(rgb: np.ndarray, faces: list[Face], makeup: bool) -> list[FaceInput]:
+    """Attack inputs for detected faces (with 106 landmarks when makeup EOT is on)."""
+    if not makeup:
+        return [FaceInput(f.landmarks) for f in faces]
+    lm = runtime.landmarks106()
+    return [FaceInput(f.landmarks, lm.predict(rgb, f)) for f in faces]
 
 
 def build_cloaker(options: ProtectOptions) -> Cloaker:

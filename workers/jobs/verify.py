@@ -61,15 +61,20 @@ def verify_arrays(
     models: list[str],
     min_face_size: int,
     condition_names: tuple[str, ...] = conditions.CONDITIONS,
+    ref_faces: list[Face] | None = None,
 ) -> dict[str, Any]:
-    """The verification table for two decoded photos of the same size."""
+    """The verification table for two decoded photos of the same size.
+
+    ``ref_faces`` are the original's faces when the caller has already detected them.
+    """
     start = time.perf_counter()
     if original.shape != protected.shape:
         raise ValueError(
             f"photos differ in size: {original.shape[1]}x{original.shape[0]} vs "
             f"{protected.shape[1]}x{protected.shape[0]}"
         )
-    ref_faces = find_faces(original, min_face_size).faces
+    if ref_faces is None:
+        ref_faces = find_faces(original, min_face_size).faces
     ref_emb = {m: embed(original, ref_faces, m) for m in models}
     thr = {m: runtime.threshold(m) for m in models}
     faces: list[dict[str, Any]] = []
