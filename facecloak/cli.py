@@ -31,7 +31,7 @@ def _progress_printer(enabled: bool, total_photos: int) -> Any:
 def cmd_protect(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from workers.jobs.options import ProtectOptions
+    from facecloak.contract.options import ProtectOptions
     from workers.jobs.preview import write_preview
     from workers.jobs.protect import protect_photo
 

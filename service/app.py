@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from facecloak.contract.runner import Context
 from facecloak.settings import Settings, get_settings
 from service import errors
 from service.auth import KeyRing
@@ -19,7 +20,6 @@ from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.reaper import Reaper
 from service.routes import State, router
-from workers.runner import Context
 
 log = logging.getLogger(__name__)
 

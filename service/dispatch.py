@@ -1,7 +1,7 @@
 """Where jobs run: in this process (embedded) or on Celery workers (distributed).
 
 The gateway only calls a :class:`Dispatcher`; neither implementation imports torch here
-(the embedded one runs :mod:`workers.runner`, which loads the protect job lazily).
+(the embedded one runs :mod:`facecloak.contract.runner`, which loads the protect job lazily).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
+from facecloak.contract.records import JobRecord
+from facecloak.contract.runner import Context, run_item, run_verify
 from service.notify import send_job_webhook
-from workers.records import JobRecord
-from workers.runner import Context, run_item, run_verify
 
 log = logging.getLogger(__name__)
 

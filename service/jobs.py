@@ -11,14 +11,14 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any
 
+from facecloak.contract.options import ProtectOptions
+from facecloak.contract.records import ItemRecord, JobRecord, now
+from facecloak.contract.runner import Context, original_key
+from facecloak.contract.storage import BlobNotFound
 from service.dispatch import Dispatcher
 from service.errors import ApiError
 from service.schemas import job_view
 from service.uploads import Photo
-from workers.jobs.options import ProtectOptions
-from workers.records import ItemRecord, JobRecord, now
-from workers.runner import Context, original_key
-from workers.storage import BlobNotFound
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from facecloak.contract.store import JobStore
 from service.dispatch import Dispatcher
-from workers.jobstore import JobStore
 
 log = logging.getLogger(__name__)
 disable_created_metrics()

@@ -1,10 +1,10 @@
-"""Send a finished job to its ``callback_url`` (signed; see :mod:`workers.webhooks`)."""
+"""Send a finished job to its ``callback_url`` (signed; see :mod:`facecloak.contract.webhooks`)."""
 
 from __future__ import annotations
 
+from facecloak.contract.runner import Context
+from facecloak.contract.webhooks import deliver
 from service.schemas import job_view
-from workers.runner import Context
-from workers.webhooks import deliver
 
 
 def send_job_webhook(ctx: Context, job_id: str) -> bool:

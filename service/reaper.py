@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from facecloak.contract.runner import Context, reap
 from service.dispatch import Dispatcher
-from workers.runner import Context, reap
 
 log = logging.getLogger(__name__)
 
 
 class Reaper(threading.Thread):
-    """Calls :func:`workers.runner.reap` every ``reaper_interval_seconds``."""
+    """Calls :func:`facecloak.contract.runner.reap` every ``reaper_interval_seconds``."""
 
     def __init__(self, ctx: Context, dispatcher: Dispatcher) -> None:
         super().__init__(daemon=True, name="facecloak-reaper")

@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from facecloak.contract.options import ProtectOptions
+from facecloak.contract.runner import Context
 from facecloak.settings import Settings
 from service.auth import API_KEY_HEADER, KeyRing
 from service.dispatch import Dispatcher
@@ -26,8 +28,6 @@ from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.schemas import ErrorResponse, Health, Job, JobList, job_view
 from service.uploads import check_photo, collect
-from workers.jobs.options import ProtectOptions
-from workers.runner import Context
 
 RETRY_AFTER_S = 2
 _LIST_FIELDS = {"surrogates", "eval_models"}

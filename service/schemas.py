@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from workers.jobs.options import JobError
-from workers.records import ItemStatus, JobRecord, JobStatus
+from facecloak.contract.options import JobError
+from facecloak.contract.records import ItemStatus, JobRecord, JobStatus
 
 
 class ErrorDetail(BaseModel):

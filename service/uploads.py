@@ -14,10 +14,10 @@ import stat
 import zipfile
 from dataclasses import dataclass
 
+from facecloak.contract.options import JobError
 from facecloak.images import ImageError, check_image
 from facecloak.settings import Settings
 from service.errors import ApiError
-from workers.jobs.options import JobError
 
 MEDIA_TYPES = {
     "JPEG": "image/jpeg",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import workers.runner as runner
+import facecloak.contract.runner as runner
 from service.commands import main
 from tests.service_fixtures import fake_protect
 

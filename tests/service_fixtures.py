@@ -18,8 +18,8 @@ import httpx
 import uvicorn
 from PIL import Image
 
+from facecloak.contract.options import JobError, PhotoOutcome
 from facecloak.settings import Settings
-from workers.jobs.options import JobError, PhotoOutcome
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "data" / "faces" / "test"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facecloak.contract.options import ProtectOptions
 from facecloak.images import decode_image
 from models.errors import InvalidModelError
-from workers.jobs.options import ProtectOptions
 from workers.jobs.protect import protect_photo
 
 from .helpers import DEV, TEST, jpeg_bytes

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import workers.runner as runner
+import facecloak.contract.runner as runner
+from facecloak.contract.webhooks import SIGNATURE_HEADER, verify_signature
 from service.app import create_app
 from tests.service_fixtures import REPO, A, B, live_server, png, settings, wait_job
-from workers.webhooks import SIGNATURE_HEADER, verify_signature
 
 JPEG_NAME = "photo.png"
 
@@ -329,7 +329,7 @@ def test_dead_worker_item_is_retried_then_failed(tmp_path: Path, fake: None) -> 
         st = app.state.fc
         job_id = submit(c, [("a.png", png())]).json()["id"]
         wait_job(c, job_id, A)
-        from workers.records import JobRecord
+        from facecloak.contract.records import JobRecord
 
         def stuck(job: JobRecord) -> None:  # as if a worker died holding the photo
             job.status, job.finished_at, job.expires_at = "running", None, None
@@ -438,8 +438,8 @@ def test_verify_endpoint(client: TestClient, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_jobs_accepted_before_a_restart_still_run(tmp_path: Path, fake: None) -> None:
-    from workers.records import ItemRecord, JobRecord
-    from workers.runner import Context, original_key
+    from facecloak.contract.records import ItemRecord, JobRecord
+    from facecloak.contract.runner import Context, original_key
 
     s = settings(tmp_path)
     ctx = Context.from_settings(s)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import workers.runner as runner
+import facecloak.contract.runner as runner
 from service.app import create_app
 from tests.service_fixtures import REPO, fake_protect, live_server, settings
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from facecloak.contract.records import ItemRecord, JobRecord
+from facecloak.contract.storage import BlobNotFound, LocalStorage, S3Storage, Storage, open_storage
+from facecloak.contract.store import JobStore, RedisJobStore, SQLiteJobStore
 from tests.service_fixtures import RedisServer, free_port
-from workers.jobstore import JobStore, RedisJobStore, SQLiteJobStore
-from workers.records import ItemRecord, JobRecord
-from workers.storage import BlobNotFound, LocalStorage, S3Storage, Storage, open_storage
 
 
 def exercise(store: Storage) -> None:
@@ -159,7 +159,7 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
     import boto3
     from fastapi.testclient import TestClient
 
-    import workers.runner as runner
+    import facecloak.contract.runner as runner
     from service.app import create_app
     from tests.service_fixtures import A, fake_protect, png, settings, wait_job
 
@@ -183,9 +183,9 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_expiry_then_purge(tmp_path: Path) -> None:
+    from facecloak.contract.records import now
+    from facecloak.contract.runner import Context, reap
     from facecloak.settings import Settings
-    from workers.records import now
-    from workers.runner import Context, reap
 
     ctx = Context.from_settings(
         Settings(data_dir=tmp_path, result_ttl_seconds=0, broker_url=None, storage_url=None)

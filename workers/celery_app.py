@@ -4,7 +4,7 @@ Queues: ``gpu`` for attack and verification work, ``cpu`` for light work (webhoo
 Reliability settings: ``acks_late`` with ``reject_on_worker_lost`` (a message is acknowledged
 only after its task ends, and requeued if the worker process dies), prefetch 1, hard and soft
 time limits, and a Redis visibility timeout longer than the longest task so a slow task is
-not delivered twice. Duplicate runs are harmless anyway (see :mod:`workers.runner`).
+not delivered twice. Duplicate runs are harmless anyway (see :mod:`facecloak.contract.runner`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers over :mod:`workers.runner` (one photo per task)."""
+"""Celery tasks: thin wrappers over :mod:`facecloak.contract.runner` (one photo per task)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
+from facecloak.contract.records import JobRecord
+from facecloak.contract.runner import Context, run_item, run_verify
 from facecloak.settings import get_settings
 from workers.celery_app import PROTECT_TASK, VERIFY_TASK, WEBHOOK_TASK, app
-from workers.records import JobRecord
-from workers.runner import Context, run_item, run_verify
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def _warm_up(**_: Any) -> None:
     if not get_settings().warm_up:
         return
     try:
+        from facecloak.contract.options import ProtectOptions
         from workers.jobs import runtime
-        from workers.jobs.options import ProtectOptions
 
         runtime.detector()
         for name in ProtectOptions().surrogates:

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from facecloak.contract.options import ProtectOptions
 from facecloak.images import decode_image, encode_image
 from facecloak.settings import get_settings
 from workers.jobs import conditions, runtime
 from workers.jobs.analysis import embed, find_faces, match_faces
 from workers.jobs.faceset import LabelledPhoto, load_faceset
-from workers.jobs.options import ProtectOptions
 from workers.jobs.protect import build_cloaker, face_inputs
 from workers.jobs.quality import psnr, ssim
 from workers.jobs.verify import face_region, scaled_face

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from facecloak.contract.options import JobError, PhotoOutcome, ProtectOptions
 from facecloak.images import ImageError, decode_image, encode_image
 from facecloak.settings import get_settings
 from models.detection import Face
@@ -18,7 +19,6 @@ from workers.engine import MakeupFilter
 from workers.jobs import runtime
 from workers.jobs.analysis import find_faces
 from workers.jobs.cloak import CloakConfig, Cloaker, FaceInput
-from workers.jobs.options import JobError, PhotoOutcome, ProtectOptions
 from workers.jobs.verify import verify_arrays
 
 Progress = Callable[[int, int], None]

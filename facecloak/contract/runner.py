@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facecloak.contract.options import JobError, PhotoOutcome, ProtectOptions
+from facecloak.contract.records import JobRecord, now
+from facecloak.contract.storage import BlobNotFound, Storage, open_storage
+from facecloak.contract.store import JobStore, open_jobstore
 from facecloak.settings import Settings
-from workers.jobs.options import JobError, PhotoOutcome, ProtectOptions
-from workers.jobstore import JobStore, open_jobstore
-from workers.records import JobRecord, now
-from workers.storage import BlobNotFound, Storage, open_storage
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from workers.records import JOB_DONE, JobRecord
+from facecloak.contract.records import JOB_DONE, JobRecord
 
 Mutator = Callable[[JobRecord], None]
 

@@ -1,7 +1,7 @@
 """The job record: a small JSON document per job, shared by the gateway and the workers.
 
 Blobs (uploads, results) never live here, only their storage keys. Every state change goes
-through :meth:`workers.jobstore.JobStore.update`, an atomic read-modify-write.
+through :meth:`facecloak.contract.store.JobStore.update`, an atomic read-modify-write.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from workers.jobs.options import JobError
+from facecloak.contract.options import JobError
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 ItemStatus = Literal["queued", "running", "protected", "no_face", "failed", "canceled"]
