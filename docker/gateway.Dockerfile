@@ -1,14 +1,13 @@
-# The REST gateway: no torch, no models needed (jobs run on the workers).
+# The REST gateway: no torch, no models, no worker code (jobs run on the workers; the
+# gateway sends them by task name through Redis). Only facecloak/ and service/ are copied;
+# package discovery in pyproject.toml simply finds no workers/ or models/ here.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md openapi.yaml ./
 COPY facecloak facecloak
-COPY models models
-COPY workers workers
 COPY service service
-COPY openapi.yaml ./
-RUN pip install ".[service]" prometheus-client pyyaml
+RUN pip install ".[service]"
 RUN useradd --create-home facecloak
 USER facecloak
 EXPOSE 8000

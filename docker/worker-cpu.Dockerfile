@@ -7,7 +7,6 @@ COPY pyproject.toml README.md ./
 COPY facecloak facecloak
 COPY models models
 COPY workers workers
-COPY service service
 RUN pip install ".[service,engine]" prometheus-client pyyaml
 RUN useradd --create-home facecloak
 USER facecloak

@@ -10,7 +10,6 @@ COPY pyproject.toml README.md ./
 COPY facecloak facecloak
 COPY models models
 COPY workers workers
-COPY service service
 RUN pip3 install ".[service,engine]" prometheus-client pyyaml \
     && pip3 uninstall -y onnxruntime && pip3 install onnxruntime-gpu
 RUN useradd --create-home facecloak

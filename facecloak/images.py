@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 # What Pillow may even try to parse: the supported formats and GIF (only so that animated
 # GIFs get a clear error). Camera JPEGs with an embedded preview come back as "MPO".
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest photo accepted by default, in pixels (Pillow's own bomb limit is ~89 M)."""
+
 _OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 # Signatures of picture formats we recognise but do not accept (others: ``not_an_image``).
@@ -136,12 +139,6 @@ class DecodedImage:
     bit_depth: int
     orientation: int = 1
     lossless: bool = False
-
-
-def _default_max_pixels() -> int:
-    from facecloak.settings import get_settings
-
-    return get_settings().max_pixels
 
 
 def _ensure_strict_loading() -> None:
@@ -250,9 +247,9 @@ def _check(im: Image.Image, max_pixels: int) -> ImageInfo:
     return info
 
 
-def check_image(data: bytes, max_pixels: int | None = None) -> ImageInfo:
+def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Every refusal :func:`decode_image` would make from the header, without decoding."""
-    limit = _default_max_pixels() if max_pixels is None else max_pixels
+    limit = max_pixels
     with _open(data) as im:
         return _check(im, limit)
 
@@ -361,13 +358,13 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, np.ndarray | None, bytes | No
         raise ImageError("unsupported_format", f"{mode} pixels are not supported") from exc
 
 
-def decode_image(data: bytes, max_pixels: int | None = None) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode untrusted bytes into an upright 8-bit RGB photo (see :class:`DecodedImage`).
 
-    ``max_pixels`` defaults to ``settings.max_pixels``; it is checked against the header
+    ``max_pixels`` (callers pass ``settings.max_pixels``) is checked against the header
     before any pixel is decoded. Raises :class:`ImageError`.
     """
-    limit = _default_max_pixels() if max_pixels is None else max_pixels
+    limit = max_pixels
     _ensure_strict_loading()
     with _open(data) as im:
         info = _check(im, limit)

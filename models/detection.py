@@ -20,10 +20,14 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
+
+if TYPE_CHECKING:
+    from models.registry import ModelStore
 
 # Faces at least this many pixels (box side at model scale) are found by one pass.
 RELIABLE_FACE_PX = 16.0
@@ -184,18 +188,14 @@ class FaceDetector(ABC):
         rgb: np.ndarray,
         score_threshold: float = 0.5,
         nms_threshold: float = 0.4,
-        min_face_size: float | None = None,
+        min_face_size: float = 40.0,
     ) -> list[Face]:
         """Every face in an (H, W, 3) uint8 RGB photo, best score first.
 
-        ``min_face_size`` (photo pixels; None: ``settings.min_face_size``, 0: one pass only)
+        ``min_face_size`` (photo pixels; 0: one pass only)
         is the smallest face that must be findable: a second, higher-resolution pass runs
         when the first could miss faces that small. Faces are not filtered by size here.
         """
-        if min_face_size is None:
-            from facecloak.settings import get_settings
-
-            min_face_size = get_settings().min_face_size
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
@@ -326,12 +326,14 @@ DETECTORS: dict[str, type[FaceDetector]] = {
 }
 
 
-def load_detector(name: str = "yunet", threads: int | None = None) -> FaceDetector:
-    """A detector by registry name ("yunet" or "scrfd_500m"), model fetched on first use."""
-    from models.registry import model_path
-
+def load_detector(
+    name: str = "yunet", store: ModelStore | None = None, threads: int | None = None
+) -> FaceDetector:
+    """A detector by registry name ("yunet" or "scrfd_500m"), its file from ``store``."""
+    if store is None:
+        raise ValueError("load_detector needs the ModelStore the process entry point built")
     try:
         cls = DETECTORS[name]
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; choose from yunet, scrfd_500m") from None
-    return cls(model_path(cls.name), threads=threads)
+    return cls(store.path(cls.name), threads=threads)

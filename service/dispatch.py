@@ -1,7 +1,9 @@
 """Where jobs run: in this process (embedded) or on Celery workers (distributed).
 
-The gateway only calls a :class:`Dispatcher`; neither implementation imports torch here
-(the embedded one runs :mod:`facecloak.contract.runner`, which loads the protect job lazily).
+The gateway only calls a :class:`Dispatcher`. The embedded one runs
+:mod:`facecloak.contract.runner` with the handlers and verifier it was given (the CLI
+builds the real ones); the Celery one sends tasks by name to the kind's queue and never
+imports the worker code.
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
+from facecloak.contract.context import Context
+from facecloak.contract.kinds import Handlers, Verifier, get_kind
+from facecloak.contract.queues import (
+    QUEUES,
+    RUN_ITEM_TASK,
+    VERIFY_TASK,
+    WEBHOOK_TASK,
+    broker_url,
+    celery_config,
+)
 from facecloak.contract.records import JobRecord
-from facecloak.contract.runner import Context, run_item, run_verify
-from service.notify import send_job_webhook
+from facecloak.contract.runner import run_item, run_verify
+from facecloak.contract.webhooks import send_job_webhook
 
 log = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
-    """Runs photos of jobs, verifications and webhooks somewhere."""
+    """Runs items of jobs, verifications and webhooks somewhere."""
 
     mode: str
 
@@ -29,14 +41,16 @@ class Dispatcher(Protocol):
     def stop(self) -> None:
         """Stop (embedded: wait for running photos)."""
 
-    def enqueue(self, job_id: str, index: int) -> None:
-        """Schedule one photo of a job."""
+    def enqueue(self, job_id: str, index: int, kind: str) -> None:
+        """Schedule one item of a job of ``kind``."""
 
     def finished(self, job: JobRecord) -> None:
         """A job ended outside a worker (e.g. its last photo was failed by the reaper)."""
 
-    def verify(self, original_key: str, protected_key: str, models: list[str] | None) -> Any:
-        """Run a verification and wait for its table (TimeoutError past the limit)."""
+    def verify(
+        self, original_key: str, protected_key: str, models: list[str] | None
+    ) -> dict[str, Any]:
+        """Run a verification and wait for its report as JSON (TimeoutError past the limit)."""
 
     def check(self) -> None:
         """Raise if work cannot be scheduled now."""
@@ -46,12 +60,18 @@ class Dispatcher(Protocol):
 
 
 class EmbeddedDispatcher:
-    """A thread pool in the gateway process; webhooks on a second small pool."""
+    """A thread pool in the gateway process; webhooks on a second small pool.
+
+    ``handlers`` run the items (kind -> handler); ``verifier`` answers ``/v1/verify``. An
+    item of a kind without a handler fails with ``unsupported_kind``.
+    """
 
     mode = "embedded"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, handlers: Handlers, verifier: Verifier | None) -> None:
         self.ctx = ctx
+        self.handlers = handlers
+        self.verifier = verifier
         self._pool: ThreadPoolExecutor | None = None
         self._hooks: ThreadPoolExecutor | None = None
         self._pending = 0
@@ -66,7 +86,7 @@ class EmbeddedDispatcher:
         for job in self.ctx.store.active():
             for item in job.items:
                 if item.status == "queued":
-                    self.enqueue(job.id, item.index)
+                    self.enqueue(job.id, item.index, job.kind)
 
     def stop(self) -> None:
         """Wait up to the grace period for running photos, then give up on them.
@@ -101,9 +121,9 @@ class EmbeddedDispatcher:
         with self._lock:
             self._running.discard(future)
 
-    def enqueue(self, job_id: str, index: int) -> None:
-        """Run the photo on the pool; errors are logged (the lease sweep recovers)."""
-        future = self._submit(run_item, self.ctx, job_id, index, self.finished)
+    def enqueue(self, job_id: str, index: int, kind: str) -> None:
+        """Run the item on the pool; errors are logged (the lease sweep recovers)."""
+        future = self._submit(run_item, self.ctx, self.handlers, job_id, index, self.finished)
         future.add_done_callback(_log_failure)
 
     def finished(self, job: JobRecord) -> None:
@@ -111,10 +131,16 @@ class EmbeddedDispatcher:
         if job.callback_url and self._hooks is not None:
             self._hooks.submit(send_job_webhook, self.ctx, job.id).add_done_callback(_log_failure)
 
-    def verify(self, original_key: str, protected_key: str, models: list[str] | None) -> Any:
+    def verify(
+        self, original_key: str, protected_key: str, models: list[str] | None
+    ) -> dict[str, Any]:
         """Run on the job pool and wait."""
-        future = self._submit(run_verify, self.ctx, original_key, protected_key, models)
-        return future.result(timeout=self.ctx.settings.verify_timeout_seconds)
+        if self.verifier is None:
+            raise RuntimeError("this gateway has no verifier")
+        args = (self.ctx, self.verifier, original_key, protected_key, models)
+        future = self._submit(run_verify, *args)
+        report: dict[str, Any] = future.result(timeout=self.ctx.settings.verify_timeout_seconds)
+        return report
 
     def check(self) -> None:
         """The pool must be up."""
@@ -127,15 +153,17 @@ class EmbeddedDispatcher:
 
 
 class CeleryDispatcher:
-    """Sends tasks by name to the Celery broker (workers import the task code, not us)."""
+    """Sends tasks by name to the Celery broker (the workers hold the task code, not us)."""
 
     mode = "distributed"
 
     def __init__(self, ctx: Context) -> None:
-        from workers.celery_app import make_celery
+        from celery import Celery
 
         self.ctx = ctx
-        self.app = make_celery(ctx.settings)
+        url = broker_url(ctx.settings)
+        self.app = Celery("facecloak-gateway", broker=url, backend=url)
+        self.app.conf.update(celery_config(ctx.settings))
 
     def start(self) -> None:
         """Nothing to start: workers run elsewhere."""
@@ -143,26 +171,23 @@ class CeleryDispatcher:
     def stop(self) -> None:
         """Nothing to stop."""
 
-    def enqueue(self, job_id: str, index: int) -> None:
-        """Send ``protect_item`` to the gpu queue."""
-        from workers.celery_app import PROTECT_TASK
-
-        self.app.send_task(PROTECT_TASK, args=[job_id, index])
+    def enqueue(self, job_id: str, index: int, kind: str) -> None:
+        """Send the run-item task to the queue of the job's kind."""
+        self.app.send_task(RUN_ITEM_TASK, args=[job_id, index], queue=get_kind(kind).queue)
 
     def finished(self, job: JobRecord) -> None:
-        """Send the webhook task to the cpu queue."""
-        from workers.celery_app import WEBHOOK_TASK
-
+        """Send the webhook task (cpu queue)."""
         if job.callback_url:
             self.app.send_task(WEBHOOK_TASK, args=[job.id])
 
-    def verify(self, original_key: str, protected_key: str, models: list[str] | None) -> Any:
-        """Send ``verify`` to the gpu queue and wait for its result."""
-        from workers.celery_app import VERIFY_TASK
-
+    def verify(
+        self, original_key: str, protected_key: str, models: list[str] | None
+    ) -> dict[str, Any]:
+        """Send the verify task (gpu queue) and wait for its result."""
         result = self.app.send_task(VERIFY_TASK, args=[original_key, protected_key, models])
         try:
-            return result.get(timeout=self.ctx.settings.verify_timeout_seconds)
+            report: dict[str, Any] = result.get(timeout=self.ctx.settings.verify_timeout_seconds)
+            return report
         finally:
             result.forget()
 
@@ -183,11 +208,9 @@ class CeleryDispatcher:
 
     def queue_depth(self) -> dict[str, int]:
         """LLEN of each queue list."""
-        from workers.celery_app import CPU_QUEUE, GPU_QUEUE
-
         client = self._redis()
         try:
-            return {q: int(client.llen(q)) for q in (GPU_QUEUE, CPU_QUEUE)}
+            return {q: int(client.llen(q)) for q in QUEUES}
         finally:
             client.close()
 
@@ -198,8 +221,10 @@ def _log_failure(future: Future[Any]) -> None:
         log.error("background work failed", exc_info=exc)
 
 
-def make_dispatcher(ctx: Context) -> Dispatcher:
-    """Celery when a broker is configured, else the embedded pool."""
+def make_dispatcher(
+    ctx: Context, handlers: Handlers | None = None, verifier: Verifier | None = None
+) -> Dispatcher:
+    """Celery when a broker is configured, else the embedded pool running ``handlers``."""
     if ctx.settings.broker_url:
         return CeleryDispatcher(ctx)
-    return EmbeddedDispatcher(ctx)
+    return EmbeddedDispatcher(ctx, handlers or {}, verifier)

@@ -11,13 +11,15 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any
 
-from facecloak.contract.options import ProtectOptions
+from pydantic import BaseModel
+
+from facecloak.contract.context import Context
 from facecloak.contract.records import ItemRecord, JobRecord, now
-from facecloak.contract.runner import Context, original_key
+from facecloak.contract.runner import original_key
 from facecloak.contract.storage import BlobNotFound
+from facecloak.contract.views import job_view
 from service.dispatch import Dispatcher
 from service.errors import ApiError
-from service.schemas import job_view
 from service.uploads import Photo
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,12 @@ class Download:
     filename: str
 
 
-def request_hash(photos: list[Photo], options: ProtectOptions, callback_url: str | None) -> str:
+def request_hash(
+    kind: str, photos: list[Photo], options: BaseModel, callback_url: str | None
+) -> str:
     """What makes two submits "the same body" for idempotency."""
     digest = hashlib.sha256()
-    head = {"options": options.model_dump(mode="json"), "callback_url": callback_url}
+    head = {"kind": kind, "options": options.model_dump(mode="json"), "callback_url": callback_url}
     digest.update(json.dumps(head, sort_keys=True).encode())
     for photo in photos:
         digest.update(photo.filename.encode() + b"\0")
@@ -54,13 +58,14 @@ class JobService:
     def submit(
         self,
         tenant: str,
+        kind: str,
         photos: list[Photo],
-        options: ProtectOptions,
+        options: BaseModel,
         callback_url: str | None,
         idempotency_key: str | None,
     ) -> tuple[JobRecord, bool]:
-        """Store the originals, create the record, enqueue; (job, created)."""
-        digest = request_hash(photos, options, callback_url)
+        """Store the originals, create a ``kind`` job, enqueue its items; (job, created)."""
+        digest = request_hash(kind, photos, options, callback_url)
         job_id = "job_" + uuid.uuid4().hex
         items = []
         for index, photo in enumerate(photos):
@@ -74,6 +79,7 @@ class JobService:
         job = JobRecord(
             id=job_id,
             tenant=tenant,
+            kind=kind,
             options=options.model_dump(mode="json"),
             callback_url=callback_url,
             idempotency_key=idempotency_key,
@@ -92,7 +98,7 @@ class JobService:
         pending = [item.index for item in items if item.status == "queued"]
         for n, index in enumerate(pending):
             try:
-                self.dispatcher.enqueue(job_id, index)
+                self.dispatcher.enqueue(job_id, index, kind)
             except Exception:  # broker down: accepted anyway, the sweep dispatches later
                 log.warning("job %s: enqueue failed; will retry", job_id, exc_info=True)
                 self._mark_undispatched(job_id, pending[n:])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from facecloak.contract.runner import Context, reap
+from facecloak.contract.context import Context
+from facecloak.contract.runner import reap
 from service.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)

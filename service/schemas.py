@@ -1,14 +1,23 @@
-"""The public JSON shapes of the API (responses and the one error shape)."""
+"""The public JSON shapes of the API: the job view (shared with webhooks), errors, health."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from facecloak.contract.options import JobError
-from facecloak.contract.records import ItemStatus, JobRecord, JobStatus
+from facecloak.contract.views import Item, Job, Progress, job_view
+
+__all__ = [
+    "ErrorDetail",
+    "ErrorResponse",
+    "Health",
+    "Item",
+    "Job",
+    "JobList",
+    "Progress",
+    "job_view",
+]
 
 
 class ErrorDetail(BaseModel):
@@ -25,48 +34,6 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class Progress(BaseModel):
-    """Faces and photos done so far (``faces_total`` grows as photos are analysed)."""
-
-    faces_done: int
-    faces_total: int
-    photos_done: int
-    photos_total: int
-
-
-class Item(BaseModel):
-    """One photo of a job."""
-
-    index: int
-    filename: str
-    status: ItemStatus
-    faces: int
-    attempts: int
-    seconds: float | None = None
-    error: JobError | None = None
-    report: dict[str, Any] = Field(default_factory=dict)
-    result_url: str | None = None
-
-
-class Job(BaseModel):
-    """A protect job."""
-
-    id: str
-    kind: str
-    status: JobStatus
-    progress: Progress
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    expires_at: datetime | None = None
-    result_expired: bool = False
-    result_url: str | None = None
-    callback_url: str | None = None
-    options: dict[str, Any]
-    error: JobError | None = None
-    items: list[Item]
-
-
 class JobList(BaseModel):
     """A page of the caller's jobs, newest first; pass ``next_before`` as ``before``."""
 
@@ -80,48 +47,3 @@ class Health(BaseModel):
     status: str
     mode: str | None = None
     checks: dict[str, str] = Field(default_factory=dict)
-
-
-def _ts(t: float | None) -> datetime | None:
-    return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
-
-
-def job_view(job: JobRecord) -> Job:
-    """The public view of a record (no storage keys, no owner tokens)."""
-    base = f"/v1/jobs/{job.id}"
-    items = [
-        Item(
-            index=i.index,
-            filename=i.filename,
-            status=i.status,
-            faces=i.faces,
-            attempts=i.attempts,
-            seconds=i.seconds,
-            error=i.error,
-            report=i.report,
-            result_url=f"{base}/result?item={i.index}" if i.result_key else None,
-        )
-        for i in job.items
-    ]
-    has_result = job.status == "succeeded" and not job.result_expired
-    return Job(
-        id=job.id,
-        kind=job.kind,
-        status=job.status,
-        progress=Progress(
-            faces_done=sum(i.faces_done for i in job.items),
-            faces_total=sum(i.faces_total or i.faces for i in job.items),
-            photos_done=sum(1 for i in job.items if i.done),
-            photos_total=len(job.items),
-        ),
-        created_at=_ts(job.created_at) or datetime.now(tz=timezone.utc),
-        started_at=_ts(job.started_at),
-        finished_at=_ts(job.finished_at),
-        expires_at=_ts(job.expires_at),
-        result_expired=job.result_expired,
-        result_url=f"{base}/result" if has_result else None,
-        callback_url=job.callback_url,
-        options=job.options,
-        error=job.error,
-        items=items,
-    )

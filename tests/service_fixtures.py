@@ -1,4 +1,8 @@
-"""Helpers shared by the service tests (servers, photos, a fast stand-in protect job)."""
+"""Helpers shared by the service tests: servers, photos, fast stand-in handlers and verifier.
+
+Fakes are injected through the public API (``create_app(handlers=..., verifier=...)``,
+``workers.tasks.Worker``), never by patching the runner.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,21 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from PIL import Image
+from pydantic import BaseModel
 
-from facecloak.contract.options import JobError, PhotoOutcome
+from facecloak.contract.kinds import Handler, ProgressFn
+from facecloak.contract.options import ItemOutcome, JobError
+from facecloak.contract.reports import Verification
 from facecloak.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +36,7 @@ FACE_PHOTO = FACES / "obama__examples_obama.jpg"
 KEYS = "key-a:tenant-a,key-b:tenant-b"
 A = {"X-API-Key": "key-a"}
 B = {"X-API-Key": "key-b"}
+KNOWN_MODELS = ("w600k_mbf", "sface", "facenet")
 
 
 def free_port() -> int:
@@ -61,22 +71,20 @@ def settings(tmp: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def fake_protect(delay: float = 0.05) -> Callable[..., PhotoOutcome]:
-    """A stand-in for the protect job: file names decide the outcome, output is tagged."""
+def fake_protect(delay: float = 0.05) -> Handler:
+    """A stand-in protect handler: file names decide the outcome, output is tagged."""
 
-    def run(data: bytes, filename: str, options: dict[str, Any], progress: Any) -> PhotoOutcome:
-        if progress:
-            progress(0, 1)
+    def run(data: bytes, filename: str, options: BaseModel, progress: ProgressFn) -> ItemOutcome:
+        progress(0, 1)
         time.sleep(delay)
         if "noface" in filename:
-            return PhotoOutcome(
+            return ItemOutcome(
                 filename=filename,
                 status="no_face",
                 error=JobError(code="no_face", message="no face"),
             )
-        if progress:
-            progress(1, 1)
-        return PhotoOutcome(
+        progress(1, 1)
+        return ItemOutcome(
             filename=filename,
             status="protected",
             faces=1,
@@ -85,6 +93,71 @@ def fake_protect(delay: float = 0.05) -> Callable[..., PhotoOutcome]:
         )
 
     return run
+
+
+def fake_handlers(delay: float = 0.05) -> dict[str, Handler]:
+    """The handlers mapping with the stand-in protect handler."""
+    return {"protect": fake_protect(delay)}
+
+
+def fake_verify(original: bytes, protected: bytes, models: list[str] | None) -> Verification:
+    """A stand-in verifier: a valid, empty report that records the sizes it was given."""
+    return Verification(
+        faces=[],
+        matched_faces={"sizes": {"original": len(original), "protected": len(protected)}},
+        psnr=None,
+        ssim=1.0,
+        conditions=["saved"],
+        thresholds={m: None for m in models or []},
+        seconds=0.0,
+    )
+
+
+def make_app(
+    tmp: Path,
+    delay: float = 0.05,
+    background: bool = False,
+    verifier: Any = fake_verify,
+    **overrides: Any,
+) -> FastAPI:
+    """An embedded gateway in ``tmp`` running the stand-in handlers and verifier."""
+    from service.app import create_app
+
+    return create_app(
+        settings(tmp, **overrides),
+        handlers=fake_handlers(delay),
+        verifier=verifier,
+        known_models=lambda: KNOWN_MODELS,
+        background=background,
+    )
+
+
+def submit(
+    c: Any,
+    files: list[tuple[str, bytes]],
+    headers: dict[str, str] = A,
+    data: dict[str, Any] | None = None,
+) -> Any:
+    """POST photos to ``/v1/protect`` as ``files`` parts."""
+    parts = [("files", (name, body, "application/octet-stream")) for name, body in files]
+    return c.post("/v1/protect", files=parts, data=data or {}, headers=headers)
+
+
+def err(r: Any) -> str:
+    """The error code of an error answer (asserting the one error shape)."""
+    body = r.json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
+    code: str = body["error"]["code"]
+    return code
+
+
+def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A zip of ``entries`` (name -> bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buf.getvalue()
 
 
 @contextmanager

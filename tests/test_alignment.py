@@ -20,6 +20,7 @@ from models.alignment import (
 )
 from models.detection import load_detector
 from models.errors import ModelUnavailableError
+from models.registry import ModelStore
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 
@@ -72,12 +73,12 @@ def test_warp_crop_matches_opencv() -> None:
         assert np.abs(ours[ok] - ref[ok]).max() <= 2
 
 
-def test_aligned_crops_put_the_eyes_on_the_template() -> None:
+def test_aligned_crops_put_the_eyes_on_the_template(model_store: ModelStore) -> None:
     path = FACES / "dev" / "img62.jpg"
     if not path.exists():
         pytest.skip("face photos not found")
     try:
-        yunet, scrfd = load_detector("yunet"), load_detector("scrfd_500m")
+        yunet, scrfd = load_detector("yunet", model_store), load_detector("scrfd_500m", model_store)
     except ModelUnavailableError as exc:
         pytest.skip(str(exc))
     rgb = decode_image(path.read_bytes()).rgb

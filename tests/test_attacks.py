@@ -1,31 +1,51 @@
-"""Each attack of the engine lowers a real recognizer's similarity on a real face crop."""
+"""Each named attack of the engine lowers a real recognizer's similarity on a real face crop."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from facecloak.images import decode_image
+from facecloak.settings import Settings
 from models.alignment import align
-from workers.engine import Objective, difgsm, dimifgsm, fgsm, ifgsm, mifgsm, ti_dimifgsm
-from workers.jobs import runtime
+from models.registry import ModelStore
+from workers.engine import (
+    AttackSpec,
+    CosineDodging,
+    ModelObjective,
+    TransformContext,
+    build_attack,
+    difgsm,
+    dimifgsm,
+    fgsm,
+    ifgsm,
+    mifgsm,
+    ti_dimifgsm,
+)
+from workers.jobs.runtime import Runtime
 
-from .helpers import TEST
-
-IDS = json.loads((TEST / "identities.json").read_text())
+from .helpers import faces_dir, runtime_for
 
 
 @pytest.fixture(scope="module")
-def crop() -> torch.Tensor:
-    rgb = decode_image((TEST / IDS["obama"][0]).read_bytes()).rgb
-    face = max(runtime.detector().detect(rgb), key=lambda f: f.width)
+def runtime(settings: Settings, model_store: ModelStore) -> Runtime:
+    return runtime_for(settings, model_store)
+
+
+@pytest.fixture(scope="module")
+def crop(runtime: Runtime) -> torch.Tensor:
+    test = faces_dir("test")
+    ids = json.loads((test / "identities.json").read_text())
+    rgb = decode_image((test / ids["obama"][0]).read_bytes()).rgb
+    face = max(runtime.detect(rgb), key=lambda f: f.width)
     c = align(rgb, face.landmarks, 112)
     return torch.from_numpy(c).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
-ATTACKS = {
+ATTACKS: dict[str, Callable[[float], AttackSpec]] = {
     "fgsm": lambda eps: fgsm(eps),
     "ifgsm": lambda eps: ifgsm(eps, steps=5),
     "mifgsm": lambda eps: mifgsm(eps, steps=5),
@@ -39,18 +59,17 @@ BOUND = {"fgsm": 0.8, "ti_dimifgsm": 0.75}
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_attack_lowers_similarity_on_a_real_face(name: str, crop: torch.Tensor) -> None:
-    runtime.device()  # flush denormals, threads
+def test_attack_lowers_similarity_on_a_real_face(
+    name: str, crop: torch.Tensor, runtime: Runtime
+) -> None:
     rec = runtime.recognizer("w600k_mbf")
     with torch.no_grad():
         clean = rec(crop)
-
-    def objective(x: torch.Tensor, idx: torch.Tensor) -> Objective:
-        sim = (rec(x) * clean[idx]).sum(1)
-        return Objective(loss=sim, done=torch.zeros_like(sim, dtype=torch.bool))
-
+    ctx = TransformContext.of_batch(1, clean=clean)
+    objective = ModelObjective(rec, [(CosineDodging("clean"), 1.0)])
     eps = 8 / 255
-    result = ATTACKS[name](eps).run(crop, objective, generator=torch.Generator().manual_seed(1))
+    attack = build_attack(ATTACKS[name](eps))
+    result = attack.run(crop, objective, ctx, generator=torch.Generator().manual_seed(1))
     assert result.delta.abs().max() <= eps + 1e-6
     with torch.no_grad():
         sim = float((rec(crop + result.delta) * clean).sum())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -43,3 +45,67 @@ def test_commands_started_by_the_containers_exist_in_the_cli() -> None:
 def test_gateway_image_does_not_install_torch() -> None:
     lines = (ROOT / "docker" / "gateway.Dockerfile").read_text().splitlines()
     assert not [line for line in lines if "torch" in line and not line.startswith("#")]
+
+
+def _copied_sources(dockerfile: str) -> list[str]:
+    """The sources of every COPY line of a Dockerfile (``COPY a b ./`` -> ``[a, b]``)."""
+    lines = (ROOT / "docker" / dockerfile).read_text().splitlines()
+    return [src for line in lines if line.startswith("COPY ") for src in line.split()[1:-1]]
+
+
+def test_gateway_image_copies_only_what_the_gateway_needs() -> None:
+    sources = _copied_sources("gateway.Dockerfile")
+    assert {"facecloak", "service", "pyproject.toml", "README.md", "openapi.yaml"} <= set(sources)
+    assert not {"workers", "models", "."} & set(sources), sources
+
+
+def test_worker_images_do_not_ship_the_gateway() -> None:
+    for name in ("worker-cpu.Dockerfile", "worker-gpu.Dockerfile"):
+        sources = _copied_sources(name)
+        assert "workers" in sources and "models" in sources and "service" not in sources, name
+
+
+def test_compose_workers_run_facecloak_worker() -> None:
+    services = _compose()["services"]
+    for name in ("worker-gpu", "worker-cpu"):
+        assert services[name]["command"][:2] == ["facecloak", "worker"], name
+
+
+_GATEWAY_ALONE = """
+import importlib.abc, sys, tempfile
+from pathlib import Path
+
+BLOCKED = ("torch", "workers", "models")
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"the gateway imported {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+from fastapi.testclient import TestClient
+from facecloak.settings import Settings
+from service.app import create_app
+
+with tempfile.TemporaryDirectory() as tmp:
+    app = create_app(Settings(data_dir=Path(tmp), broker_url=None, storage_url=None))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+    app.openapi()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+"""
+
+
+def test_gateway_runs_without_torch_workers_or_models() -> None:
+    """Creating and serving the app neither needs nor loads torch, ``workers`` or ``models``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _GATEWAY_ALONE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -26,6 +26,7 @@ from models.landmarks106 import (
     RIGHT_EYE,
     Landmarks106,
 )
+from models.registry import ModelStore
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 
@@ -50,17 +51,17 @@ def _photo(name: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def detectors() -> dict[str, FaceDetector]:
+def detectors(model_store: ModelStore) -> dict[str, FaceDetector]:
     try:
-        return {name: load_detector(name) for name in DETECTORS}
+        return {name: load_detector(name, model_store) for name in DETECTORS}
     except ModelUnavailableError as exc:
         pytest.skip(f"detector models unavailable: {exc}")
 
 
 @pytest.fixture(scope="module")
-def landmarks106() -> Landmarks106:
+def landmarks106(model_store: ModelStore) -> Landmarks106:
     try:
-        return Landmarks106()
+        return Landmarks106(model_store.path("2d106det"))
     except ModelUnavailableError as exc:
         pytest.skip(f"2d106det unavailable: {exc}")
 
@@ -166,13 +167,15 @@ def test_small_faces_in_a_large_photo(detectors: dict[str, FaceDetector]) -> Non
         _check_face(faces[0], canvas.shape)
 
 
-def test_no_face_and_bad_input(detectors: dict[str, FaceDetector]) -> None:
+def test_no_face_and_bad_input(
+    detectors: dict[str, FaceDetector], model_store: ModelStore
+) -> None:
     for detector in detectors.values():
         assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
         with pytest.raises(ValueError):
             detector.detect(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError):
-        load_detector("nope")
+        load_detector("nope", model_store)
 
 
 def test_nms_keeps_the_best_and_drops_contained_boxes() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +13,19 @@ from PIL import Image
 from torch import Tensor
 
 from workers.engine import (
+    AttackSpec,
     DifferentiableJpeg,
-    EnsembleLoss,
+    Ensemble,
     GradientSmoothing,
     InputDiversity,
     IterativeAttack,
     LinfBudget,
-    MakeupFilter,
     MomentumUpdate,
-    Objective,
+    ObjectiveValue,
     RandomRescale,
     SignUpdate,
+    TransformContext,
+    build_attack,
     cosine_similarity,
     difgsm,
     dimifgsm,
@@ -36,7 +37,8 @@ from workers.engine import (
     ti_dimifgsm,
 )
 
-PHOTO = Path("/work/shared/data/faces/dev/img1.jpg")
+from .helpers import dev_photo
+
 EPS = 8 / 255
 
 
@@ -67,15 +69,23 @@ def images(batch: int = 3, size: int = 16, seed: int = 1) -> Tensor:
     return torch.rand(batch, 3, size, size, generator=gen(seed)) * 0.6 + 0.2
 
 
+def ctx_of(x: Tensor) -> TransformContext:
+    return TransformContext.of_batch(x.shape[0])
+
+
+Objective = Callable[[Tensor, TransformContext, torch.Generator], ObjectiveValue]
+
+
 def dodging_objective(
     model: TinyEmbedder, x: Tensor, done_fn: Callable[[Tensor, Tensor], Tensor] | None = None
-) -> Callable[[Tensor, Tensor], Objective]:
+) -> Objective:
     clean = model(x).detach()
 
-    def objective(x_adv: Tensor, idx: Tensor) -> Objective:
+    def objective(x_adv: Tensor, ctx: TransformContext, _: torch.Generator) -> ObjectiveValue:
+        idx = ctx.index
         loss = dodging_loss(model(x_adv), clean[idx])
         done = torch.zeros_like(loss, dtype=torch.bool) if done_fn is None else done_fn(loss, idx)
-        return Objective(loss=loss, done=done)
+        return ObjectiveValue(loss=loss, done=done)
 
     return objective
 
@@ -133,8 +143,8 @@ def test_momentum_accumulates_normalised_gradient_per_sample() -> None:
 def test_momentum_attack_differs_from_sign_attack() -> None:
     model, x = TinyEmbedder(), images()
     objective = dodging_objective(model, x)
-    a = ifgsm(EPS, alpha=1 / 255, steps=6).run(x, objective)
-    b = mifgsm(EPS, alpha=1 / 255, steps=6).run(x, objective)
+    a = build_attack(ifgsm(EPS, steps=6, step_size=1 / 255)).run(x, objective)
+    b = build_attack(mifgsm(EPS, steps=6, step_size=1 / 255)).run(x, objective)
     assert not torch.equal(a.delta, b.delta)
 
 
@@ -154,10 +164,10 @@ def test_momentum_attack_differs_from_sign_attack() -> None:
     ],
     ids=["fgsm", "ifgsm", "mifgsm", "difgsm", "dimifgsm", "ti_dimifgsm", "pgd"],
 )
-def test_every_preset_lowers_the_loss(make: Callable[[], IterativeAttack]) -> None:
+def test_every_preset_lowers_the_loss(make: Callable[[], AttackSpec]) -> None:
     model, x = TinyEmbedder(), images()
     clean = model(x)
-    result = make().run(x, dodging_objective(model, x), generator=gen(3))
+    result = build_attack(make()).run(x, dodging_objective(model, x), generator=gen(3))
     after = dodging_loss(model(x + result.delta), clean)
     assert result.delta.abs().max() <= EPS + 1e-6
     assert ((x + result.delta) >= 0).all() and ((x + result.delta) <= 1).all()
@@ -169,7 +179,7 @@ def test_every_preset_lowers_the_loss(make: Callable[[], IterativeAttack]) -> No
 
 def test_fgsm_is_one_step_of_eps() -> None:
     model, x = TinyEmbedder(), images()
-    result = fgsm(EPS).run(x, dodging_objective(model, x))
+    result = build_attack(fgsm(EPS)).run(x, dodging_objective(model, x))
     assert result.steps.tolist() == [1, 1, 1]
     assert len(result.loss_history) == 1
     nonzero = result.delta[result.delta != 0]
@@ -180,7 +190,7 @@ def test_fgsm_is_one_step_of_eps() -> None:
 def test_seeded_runs_are_reproducible_and_seeds_differ() -> None:
     model, x = TinyEmbedder(), images()
     objective = dodging_objective(model, x)
-    attack = dimifgsm(EPS, steps=4, prob=1.0, random_start=True)
+    attack = build_attack(dimifgsm(EPS, steps=4, diversity=1.0, random_start=True))
     a = attack.run(x, objective, generator=gen(11)).delta
     b = attack.run(x, objective, generator=gen(11)).delta
     c = attack.run(x, objective, generator=gen(12)).delta
@@ -192,7 +202,7 @@ def test_mask_keeps_delta_zero_outside() -> None:
     model, x = TinyEmbedder(), images()
     mask = torch.zeros(3, 1, 16, 16)
     mask[:, :, 4:12, 4:12] = 1.0
-    result = ifgsm(EPS, steps=3, random_start=True).run(
+    result = build_attack(ifgsm(EPS, steps=3, random_start=True)).run(
         x, dodging_objective(model, x), mask=mask, generator=gen(0)
     )
     assert torch.equal(result.delta * (1 - mask), torch.zeros_like(result.delta))
@@ -207,7 +217,7 @@ def test_early_stop_freezes_done_samples() -> None:
         seen.append(idx.tolist())
         return idx == 0
 
-    result = ifgsm(EPS, steps=4).run(x, dodging_objective(model, x, first_is_done))
+    result = build_attack(ifgsm(EPS, steps=4)).run(x, dodging_objective(model, x, first_is_done))
     assert result.steps.tolist() == [0, 4, 4]
     assert result.done.tolist() == [True, False, False]
     assert torch.equal(result.delta[0], torch.zeros_like(result.delta[0]))
@@ -223,19 +233,19 @@ def test_early_stop_after_some_steps_and_check_every() -> None:
         return torch.full_like(idx, len(calls) >= 3, dtype=torch.bool) & (idx == 1)
 
     calls: list[int] = []
-    result = ifgsm(EPS, steps=6).run(x, dodging_objective(model, x, done_at_step_two))
+    result = build_attack(ifgsm(EPS, steps=6)).run(x, dodging_objective(model, x, done_at_step_two))
     assert result.steps.tolist() == [6, 2, 6]
     assert result.done.tolist() == [False, True, False]
 
     calls = []
-    attack = IterativeAttack(EPS, 1 / 255, 6, SignUpdate(), check_every=4)
+    attack = IterativeAttack(LinfBudget(EPS), SignUpdate(), 1 / 255, 6, check_every=4)
     result = attack.run(x, dodging_objective(model, x, done_at_step_two))
     assert result.steps.tolist() == [6, 4, 6]  # flagged at step 2, honoured at step 4
 
 
 def test_all_done_stops_the_loop() -> None:
     model, x = TinyEmbedder(), images()
-    result = ifgsm(EPS, steps=5).run(
+    result = build_attack(ifgsm(EPS, steps=5)).run(
         x, dodging_objective(model, x, lambda loss, idx: torch.ones_like(idx, dtype=torch.bool))
     )
     assert result.steps.tolist() == [0, 0, 0] and result.done.all()
@@ -246,11 +256,11 @@ def test_all_done_stops_the_loop() -> None:
 def test_objective_shape_is_checked() -> None:
     x = images()
 
-    def bad(x_adv: Tensor, idx: Tensor) -> Objective:
-        return Objective(loss=x_adv.sum(), done=torch.zeros(1, dtype=torch.bool))
+    def bad(x_adv: Tensor, ctx: TransformContext, _: torch.Generator) -> ObjectiveValue:
+        return ObjectiveValue(loss=x_adv.sum(), done=torch.zeros(1, dtype=torch.bool))
 
     with pytest.raises(ValueError):
-        ifgsm(EPS).run(x, bad)
+        build_attack(ifgsm(EPS)).run(x, bad)
 
 
 # --- transforms -------------------------------------------------------------------------------
@@ -258,15 +268,15 @@ def test_objective_shape_is_checked() -> None:
 
 def test_input_diversity_shape_identity_and_gradient() -> None:
     x = images(2, 20).requires_grad_(True)
-    assert InputDiversity(prob=0.0)(x, gen(0)) is x
-    outs = [InputDiversity(prob=1.0, resize_rate=1.3)(x, gen(s)) for s in range(4)]
+    assert InputDiversity(prob=0.0)(x, ctx_of(x), gen(0)) is x
+    outs = [InputDiversity(prob=1.0, resize_rate=1.3)(x, ctx_of(x), gen(s)) for s in range(4)]
     assert all(o.shape == x.shape for o in outs)
     assert not torch.allclose(outs[0], x)
     assert any(not torch.equal(outs[0], o) for o in outs[1:])
     outs[0].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     rect = torch.rand(1, 3, 12, 30, generator=gen(0))
-    assert InputDiversity(prob=1.0)(rect, gen(1)).shape == rect.shape
+    assert InputDiversity(prob=1.0)(rect, ctx_of(rect), gen(1)).shape == rect.shape
 
 
 def test_gradient_smoothing_turns_an_impulse_into_a_gaussian() -> None:
@@ -286,7 +296,7 @@ def test_gradient_smoothing_turns_an_impulse_into_a_gaussian() -> None:
 
 def test_random_rescale_keeps_shape_and_is_differentiable() -> None:
     x = images(2, 32).requires_grad_(True)
-    out = RandomRescale(0.5, 0.6)(x, gen(0))
+    out = RandomRescale(0.5, 0.6)(x, ctx_of(x), gen(0))
     assert out.shape == x.shape
     assert (out - x).abs().mean() > 0.01
     out.sum().backward()
@@ -295,9 +305,7 @@ def test_random_rescale_keeps_shape_and_is_differentiable() -> None:
 
 
 def _photo_crop() -> Tensor:
-    if not PHOTO.exists():
-        pytest.skip("dev photos not available")
-    with Image.open(PHOTO) as im:
+    with Image.open(dev_photo("img1.jpg")) as im:
         rgb = im.convert("RGB")
         w, h = rgb.size
         crop = rgb.crop((w // 2 - 100, h // 3 - 100, w // 2 + 101, h // 3 + 93))  # not /16
@@ -317,12 +325,12 @@ def test_differentiable_jpeg_matches_pillow() -> None:
     x = _photo_crop()
     jpeg = DifferentiableJpeg()
     real75 = _pillow_jpeg(x, 75)
-    ours75 = jpeg(x, 75)
+    ours75 = jpeg.compress(x, 75)
     assert ours75.shape == x.shape
     assert (ours75 - real75).abs().mean() < 2 / 255
     assert (ours75 - real75).abs().mean() < 0.5 * (x - real75).abs().mean()
     # Per-sample quality: each output is nearest to Pillow at its own quality.
-    both = jpeg(x.repeat(2, 1, 1, 1), torch.tensor([10.0, 90.0]))
+    both = jpeg.compress(x.repeat(2, 1, 1, 1), torch.tensor([10.0, 90.0]))
     real10, real90 = _pillow_jpeg(x, 10), _pillow_jpeg(x, 90)
     assert (both[0] - real10[0]).abs().mean() < (both[0] - real90[0]).abs().mean()
     assert (both[1] - real90[0]).abs().mean() < (both[1] - real10[0]).abs().mean()
@@ -331,95 +339,15 @@ def test_differentiable_jpeg_matches_pillow() -> None:
 
 def test_differentiable_jpeg_gradients_flow() -> None:
     x = images(2, 24).requires_grad_(True)
-    out = DifferentiableJpeg()(x, torch.tensor([50.0, 80.0]))
+    out = DifferentiableJpeg().compress(x, torch.tensor([50.0, 80.0]))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-
-
-# --- makeup -----------------------------------------------------------------------------------
-
-
-def _circle(cx: float, cy: float, rx: float, ry: float, n: int = 8) -> list[tuple[float, float]]:
-    t = torch.arange(n) * (2 * torch.pi / n)
-    return list(
-        zip((cx + rx * torch.cos(t)).tolist(), (cy + ry * torch.sin(t)).tolist(), strict=True)
-    )
-
-
-GROUPS = {
-    "lips": list(range(0, 8)),
-    "left_eye": list(range(10, 18)),
-    "right_eye": list(range(20, 28)),
-    "left_cheek_anchor": 30,
-    "right_cheek_anchor": [31, 32],
-}
-
-
-def _face_landmarks(batch: int = 2) -> Tensor:
-    """Synthetic 106-point landmarks for a 64x64 "face"; unused points sit at (1, 1)."""
-    pts = torch.ones(106, 2)
-    pts[0:8] = torch.tensor(_circle(32, 50, 9, 4))
-    pts[10:18] = torch.tensor(_circle(20, 26, 5, 2.5))
-    pts[20:28] = torch.tensor(_circle(44, 26, 5, 2.5))
-    pts[30] = torch.tensor([18.0, 38.0])
-    pts[31], pts[32] = torch.tensor([44.0, 36.0]), torch.tensor([48.0, 40.0])
-    return pts.expand(batch, 106, 2).clone()
-
-
-def test_makeup_changes_pixels_only_inside_masks() -> None:
-    filt = MakeupFilter(GROUPS, feather_sigma=1.0)
-    x = torch.full((2, 3, 64, 64), 0.6, requires_grad=True)
-    lm = _face_landmarks()
-    out = filt(x, lm, gen(0))
-    masks = filt.masks(lm, 64, 64)
-    support = sum(m for m in masks.values())
-    assert isinstance(support, Tensor)
-    changed = (out - x).abs().amax(1, keepdim=True) > 1e-6
-    assert changed.any()
-    assert not (changed & (support == 0)).any()
-    assert changed[:, :, 50, 32].all()  # lip centre
-    assert changed[:, :, 22, 20].all()  # above the left eye
-    assert not changed[:, :, 26, 20].any()  # the eye itself stays clean
-    assert changed[:, :, 38, 46].all()  # blush centred between points 31 and 32
-    assert not changed[:, :, 5:12, :].any() and not changed[:, :, 60:, :].any()
-    out.sum().backward()
-    assert x.grad is not None and (x.grad < 1).any() and (x.grad == 1).any()
-
-
-def test_makeup_random_colours_seeded_and_deterministic_apply() -> None:
-    filt = MakeupFilter(GROUPS)
-    x = torch.full((2, 3, 64, 64), 0.5)
-    lm = _face_landmarks()
-    a, b, c = (filt(x, lm, gen(s)) for s in (1, 1, 2))
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    red, brown, pink = (0.7, 0.1, 0.2), (0.35, 0.22, 0.18), (0.9, 0.45, 0.5)
-    d = filt.apply(x, lm, red, brown, pink, 0.5)
-    assert torch.equal(d, filt.apply(x, lm, red, brown, pink, 0.5))
-    lip = d[0, :, 50, 32]
-    assert torch.allclose(lip, 0.5 + 0.5 * masks_at(filt, lm, "lips") * (torch.tensor(red) - 0.5))
-    stronger = filt.apply(x, lm, red, brown, pink, torch.tensor([0.2, 0.6]))
-    gap = (stronger - x).abs()
-    assert gap[1].sum() > gap[0].sum()
-
-
-def masks_at(filt: MakeupFilter, lm: Tensor, name: str) -> Tensor:
-    return filt.masks(lm, 64, 64)[name][0, 0, 50, 32]
-
-
-def test_makeup_contour_order_does_not_matter() -> None:
-    lm = _face_landmarks(1)
-    shuffled = {**GROUPS, "lips": [3, 0, 6, 1, 7, 2, 5, 4], "left_eye": [17, 10, 13, 12, 15]}
-    shuffled["left_eye"] += [11, 14, 16]
-    a = MakeupFilter(GROUPS).masks(lm, 64, 64)
-    b = MakeupFilter(shuffled).masks(lm, 64, 64)
-    assert all(torch.equal(a[name], b[name]) for name in a)
-    assert a["lips"].sum() > 50
-
-
-def test_makeup_requires_groups() -> None:
-    with pytest.raises(ValueError):
-        MakeupFilter({"lips": [0, 1, 2]})
+    # As a transform: each sample at its own random quality in the range, seeded.
+    jpeg = DifferentiableJpeg((30, 90))
+    y = images(4, 24)
+    a, b = jpeg(y, ctx_of(y), gen(5)), jpeg(y, ctx_of(y), gen(5))
+    assert torch.equal(a, b) and not torch.equal(a, y)
 
 
 # --- losses -----------------------------------------------------------------------------------
@@ -432,8 +360,5 @@ def test_losses() -> None:
     assert torch.allclose(cosine_similarity(emb, ref[0]), torch.tensor([1.0, 0.0]))
     assert torch.allclose(dodging_loss(emb, ref), torch.tensor([1.0, 0.0]))
     assert torch.allclose(impersonation_loss(emb, ref), torch.tensor([-1.0, 0.0]))
-    ensemble = EnsembleLoss({"a": 3.0, "b": 1.0})
-    out = ensemble({"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0, 4.0])})
-    assert torch.allclose(out, torch.tensor([0.75, 1.0]))
-    with pytest.raises(KeyError):
-        ensemble({"a": torch.tensor([1.0])})
+    with pytest.raises(ValueError):
+        Ensemble([])

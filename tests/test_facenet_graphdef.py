@@ -1,7 +1,8 @@
-"""FaceNet GraphDef -> PyTorch: wire reader, conversion, OpenCV parity, cache, gradients."""
+"""FaceNet GraphDef -> torch.fx: wire reader, conversion, OpenCV parity, cache, gradients."""
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from facecloak.settings import get_settings
+from models.convert.facenet import load_facenet, prewhiten
+from models.convert.graphdef_front import convert_graphdef
+from models.convert.graphdef_reader import parse_graphdef
 from models.errors import ModelUnavailableError, UnsupportedOpError
-from models.facenet_graphdef import convert_graphdef, load_facenet, parse_graphdef, prewhiten
+from models.registry import ModelStore
 
-FACES = Path("/work/shared/data/faces/dev")
+from .helpers import DEV as FACES
+
 TOL = 1e-4
 
 
@@ -33,18 +37,16 @@ def _face(name: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def facenet_path() -> Path:
-    from models.registry import model_path
-
+def facenet_path(model_store: ModelStore) -> Path:
     try:
-        return model_path("facenet")
+        return model_store.path("facenet")
     except ModelUnavailableError as exc:
         pytest.skip(f"facenet model unavailable: {exc}")
 
 
 @pytest.fixture(scope="module")
-def facenet(facenet_path: Path) -> torch.nn.Module:
-    return load_facenet(facenet_path)
+def facenet(facenet_path: Path, model_store: ModelStore) -> torch.nn.Module:
+    return load_facenet(facenet_path, cache_dir=model_store.models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -99,36 +101,37 @@ def test_gradients_to_input_are_finite_and_nonzero(facenet: torch.nn.Module) -> 
 def test_cached_reload_is_identical(
     facenet_path: Path, faces: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FACECLOAK_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    try:
-        first = load_facenet(facenet_path)
-        cached = list(tmp_path.glob("models/*.torch.pt"))
-        assert len(cached) == 1
+    first = load_facenet(facenet_path, cache_dir=tmp_path)
+    cached = list(tmp_path.glob("*.torch.pt"))
+    assert len(cached) == 1
 
-        def no_convert(*args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("the cached conversion should have been used")
+    def no_convert(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the cached conversion should have been used")
 
-        monkeypatch.setattr("models.facenet_graphdef.convert_graphdef", no_convert)
-        second = load_facenet(facenet_path)
-    finally:
-        get_settings.cache_clear()
+    monkeypatch.setattr("models.convert.graphdef_front.convert_graphdef", no_convert)
+    second = load_facenet(facenet_path, cache_dir=tmp_path)
     with torch.no_grad():
         assert torch.equal(first(faces), second(faces))
 
 
-def test_corrupt_cache_is_rebuilt(
-    facenet_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_no_cache_dir_neither_reads_nor_writes_a_cache(
+    facenet_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FACECLOAK_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    try:
-        load_facenet(facenet_path)
-        (cache,) = tmp_path.glob("models/*.torch.pt")
-        cache.write_bytes(b"not a torch file")
-        module = load_facenet(facenet_path)
-    finally:
-        get_settings.cache_clear()
+    def no_cache(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("cache_dir=None must not touch a cache")
+
+    monkeypatch.setattr("models.convert.facenet._load_cached", no_cache)
+    monkeypatch.setattr("models.convert.facenet._save_atomic", no_cache)
+    module = load_facenet(facenet_path)
+    with torch.no_grad():
+        assert module(torch.zeros(1, 3, 160, 160)).shape == (1, 512)
+
+
+def test_corrupt_cache_is_rebuilt(facenet_path: Path, tmp_path: Path) -> None:
+    load_facenet(facenet_path, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("*.torch.pt")
+    cache.write_bytes(b"not a torch file")
+    module = load_facenet(facenet_path, cache_dir=tmp_path)
     assert cache.stat().st_size > 1_000_000
     with torch.no_grad():
         assert module(torch.zeros(1, 3, 160, 160)).shape == (1, 512)
@@ -230,7 +233,7 @@ def test_unsupported_op_raises(tmp_path: Path) -> None:
     _node(graph, "out", "Relu", ["weird"], T=1)
     path = _write(graph, tmp_path)
     with pytest.raises(UnsupportedOpError) as info:
-        load_facenet(path, output="out", use_cache=False)
+        load_facenet(path, output="out")
     assert info.value.op == "Erf"
     assert info.value.code == "unsupported_op"
 
@@ -263,7 +266,7 @@ def test_asymmetric_same_padding_matches_opencv(tmp_path: Path) -> None:
     path = _write(graph, tmp_path)
 
     x = rng.normal(size=(1, 3, 20, 22)).astype(np.float32)
-    module = load_facenet(path, output="out", use_cache=False)
+    module = load_facenet(path, output="out")
     with torch.no_grad():
         ours = module(torch.from_numpy(x)).numpy()
     ref = _opencv(path, x)
@@ -277,17 +280,20 @@ def test_same_avgpool_excludes_padding(tmp_path: Path) -> None:
     _node(graph, "input", "Placeholder", [], dtype=1)
     _node(graph, "out", "AvgPool", ["input"], T=1, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1],
           padding=b"SAME", data_format=b"NHWC")  # fmt: skip
-    module = load_facenet(_write(graph, tmp_path), output="out", use_cache=False)
+    module = load_facenet(_write(graph, tmp_path), output="out")
     x = torch.ones(1, 1, 3, 3)
     assert torch.equal(module(x), torch.ones(1, 1, 2, 2))  # border windows average 1, not <1
 
 
-def test_convert_plan_folds_bias_and_scale(facenet_path: Path) -> None:
-    plan, state = convert_graphdef(facenet_path.read_bytes())
-    ops = [step["op"] for step in plan["steps"]]
-    assert ops.count("conv") == 132 and len(plan["convs"]) == 132
-    assert "mul" not in ops[:-1]  # residual scales folded; only the final L2 norm multiplies
-    assert all(f"convs.{i}.bias" in state for i in range(132))
+def test_conversion_folds_bias_and_scale(facenet_path: Path) -> None:
+    module = convert_graphdef(facenet_path.read_bytes())
+    convs = [n for n in module.graph.nodes if n.op == "call_module" and n.target.startswith("conv")]
+    assert len(convs) == 132
+    layers = [module.get_submodule(str(n.target)) for n in convs]
+    assert all(isinstance(c, torch.nn.Conv2d) and c.bias is not None for c in layers)
+    calls = [n for n in module.graph.nodes if n.op in ("call_function", "call_module")]
+    muls = [n for n in calls if n.target is operator.mul]
+    assert muls == calls[-1:]  # residual scales folded; only the final L2 norm multiplies
 
 
 # ----------------------------------------------------------------------------- prewhiten

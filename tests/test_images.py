@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin
 
 from facecloak.images import (
+    DEFAULT_MAX_PIXELS,
     DecodedImage,
     ImageError,
     check_image,
@@ -20,7 +21,7 @@ from facecloak.images import (
     encode_image,
     image_info,
 )
-from facecloak.settings import get_settings
+from facecloak.settings import Settings
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 PHOTO = FACES / "dev" / "img11.jpg"  # 600x800 JPEG, one face, no EXIF orientation
@@ -90,15 +91,6 @@ def photo() -> Image.Image:
         return im.convert("RGB").resize((300, 400), Image.Resampling.LANCZOS)
 
 
-@pytest.fixture
-def small_cap(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("FACECLOAK_MAX_PIXELS", "1000")
-    get_settings.cache_clear()
-    yield
-    monkeypatch.delenv("FACECLOAK_MAX_PIXELS")
-    get_settings.cache_clear()
-
-
 # --- refusals -----------------------------------------------------------------------------
 
 
@@ -142,14 +134,18 @@ def test_pixel_cap_is_checked_before_decoding() -> None:
         check_image(header)
     assert info.value.code == "too_many_pixels"
     # 50 MP: below Pillow's own bomb limit (~89 MP) but above the 40 MP default cap
-    assert get_settings().max_pixels == 40_000_000
+    assert Settings().max_pixels == DEFAULT_MAX_PIXELS == 40_000_000
     assert _code(_png(10_000, 5_000, 8, 2, None)) == "too_many_pixels"
     assert time.perf_counter() - t0 < 1.0
 
 
-def test_pixel_cap_argument_and_setting(photo: Image.Image, small_cap: None) -> None:
+def test_pixel_cap_argument_and_setting(
+    photo: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACECLOAK_MAX_PIXELS", "1000")
+    settings = Settings()
     data = _save(photo, "PNG")
-    assert _code(data) == "too_many_pixels"  # settings: 1000 px
+    assert _code(data, max_pixels=settings.max_pixels) == "too_many_pixels"  # 1000 px
     assert decode_image(data, max_pixels=400 * 300).size == (300, 400)
     assert _code(data, max_pixels=400 * 300 - 1) == "too_many_pixels"
 

@@ -1,4 +1,4 @@
-"""Parity of the ONNX -> PyTorch converter against onnxruntime, on real models and faces."""
+"""Parity of the ONNX -> torch.fx converter against onnxruntime, on real models and faces."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from models.convert.arcface_check import check_arcface_onnx
+from models.convert.onnx_front import OnnxModule, convert_onnx
 from models.errors import InvalidModelError, UnsupportedOpError
-from models.onnx_torch import OnnxModule, check_arcface_onnx, convert_onnx
-from models.registry import model_path
+from models.registry import ModelStore
 
-FACES_DIR = (Path(__file__).parents[1] / ".." / "shared" / "data" / "faces" / "dev").resolve()
+from .helpers import DEV as FACES_DIR
+
 FACE_FILES = ("img1.jpg", "img2.jpg")
 TOL = 1e-4
 
@@ -75,9 +77,9 @@ def run_torch(module: OnnxModule, x: np.ndarray) -> np.ndarray:
 
 
 @cache
-def converted(name: str) -> OnnxModule:
+def converted(path: Path) -> OnnxModule:
     torch.set_num_threads(1)
-    return convert_onnx(model_path(name))
+    return convert_onnx(path)
 
 
 def make_model(
@@ -218,10 +220,12 @@ def op_zoo() -> onnx.ModelProto:
     ("name", "size", "normalise"),
     [("w600k_mbf", 112, True), ("sface", 112, False), ("2d106det", 192, False)],
 )
-def test_real_model_parity_on_faces(name: str, size: int, normalise: bool) -> None:
+def test_real_model_parity_on_faces(
+    name: str, size: int, normalise: bool, model_store: ModelStore
+) -> None:
     x = face_batch(size, normalise)
-    path = model_path(name)
-    ours = run_torch(converted(name), x)  # a batch of 2 in one call
+    path = model_store.path(name)
+    ours = run_torch(converted(path), x)  # a batch of 2 in one call
     reference = run_ort_per_sample(path, x)
     assert ours.shape == reference.shape == (2, reference.shape[1])
     assert np.max(np.abs(ours - reference)) < TOL
@@ -229,9 +233,10 @@ def test_real_model_parity_on_faces(name: str, size: int, normalise: bool) -> No
     assert np.max(np.abs(reference[0] - reference[1])) > 1e-2
 
 
-def test_w600k_batch_matches_onnxruntime_batch() -> None:
+def test_w600k_batch_matches_onnxruntime_batch(model_store: ModelStore) -> None:
     x = face_batch(112, normalise=True)
-    ours, reference = run_torch(converted("w600k_mbf"), x), run_ort(model_path("w600k_mbf"), x)
+    path = model_store.path("w600k_mbf")
+    ours, reference = run_torch(converted(path), x), run_ort(path, x)
     assert np.max(np.abs(ours - reference)) < TOL
 
 
@@ -239,8 +244,10 @@ def test_w600k_batch_matches_onnxruntime_batch() -> None:
     ("name", "size", "normalise"),
     [("w600k_mbf", 112, True), ("sface", 112, False)],
 )
-def test_gradients_reach_the_input(name: str, size: int, normalise: bool) -> None:
-    module = converted(name)
+def test_gradients_reach_the_input(
+    name: str, size: int, normalise: bool, model_store: ModelStore
+) -> None:
+    module = converted(model_store.path(name))
     x = torch.from_numpy(face_batch(size, normalise)).requires_grad_(True)
     a, b = module(x)
     similarity = torch.nn.functional.cosine_similarity(a, b, dim=0)
@@ -251,8 +258,8 @@ def test_gradients_reach_the_input(name: str, size: int, normalise: bool) -> Non
     assert all(not p.requires_grad for p in module.parameters())
 
 
-def test_converted_module_is_eval_and_bn_is_folded() -> None:
-    module = converted("sface")
+def test_converted_module_is_eval_and_bn_is_folded(model_store: ModelStore) -> None:
+    module = converted(model_store.path("sface"))
     assert not module.training
     assert module.input_name == "data"
     code = module.net.code
@@ -261,8 +268,8 @@ def test_converted_module_is_eval_and_bn_is_folded() -> None:
     assert code.count("self.linear_") == 1  # the final BN1d went into the Gemm
 
 
-def test_check_arcface_accepts_w600k() -> None:
-    info = check_arcface_onnx(model_path("w600k_mbf"))
+def test_check_arcface_accepts_w600k(model_store: ModelStore) -> None:
+    info = check_arcface_onnx(model_store.path("w600k_mbf"))
     assert info["embedding_size"] == 512
     assert info["opset"] == 11
     assert 0 <= info["max_abs_diff"] < TOL

@@ -1,4 +1,8 @@
-"""End to end: ``facecloak protect`` on real photos, checked independently of its own report."""
+"""End to end: the protect job on real photos, checked independently of its own report.
+
+The job is called directly (``protect_photo`` with a ``Runtime``), written out the way
+``facecloak protect`` does; the CLI's own commands are run as subprocesses.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facecloak.contract.options import ProtectOptions
 from facecloak.images import decode_image
-from workers.jobs import runtime
+from facecloak.settings import Settings
+from models.registry import ModelStore
 from workers.jobs.analysis import embed, match_faces
+from workers.jobs.preview import write_preview
+from workers.jobs.protect import protect_photo
+from workers.jobs.runtime import Runtime
+from workers.jobs.verify import format_table, verify_pair
 
-from .helpers import DEV
+from .helpers import DEV, faces_dir, runtime_for
 
 SURROGATES = ["w600k_mbf", "sface"]
 
@@ -30,29 +40,40 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def protected_multi_face(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def runtime(settings: Settings, model_store: ModelStore) -> Runtime:
+    return runtime_for(settings, model_store)
+
+
+@pytest.fixture(scope="module")
+def protected_multi_face(tmp_path_factory: pytest.TempPathFactory, runtime: Runtime) -> Path:
     out = tmp_path_factory.mktemp("out")
-    proc = _run("protect", str(DEV / "img59.jpg"), "-o", str(out), "--steps", "40", "--preview")
-    assert proc.returncode == 0, proc.stderr
-    assert "img59.jpg: protected (2 face(s))" in proc.stdout
+    data = (faces_dir("dev") / "img59.jpg").read_bytes()
+    outcome = protect_photo(data, "img59.jpg", ProtectOptions(steps=40), runtime)
+    assert outcome.status == "protected" and outcome.faces == 2, outcome.report.get("error")
+    assert outcome.output is not None
+    (out / "img59.jpg").write_bytes(outcome.output)
+    (out / "img59.jpg.json").write_text(json.dumps(outcome.report, indent=2))
+    write_preview(data, outcome.output, out / "img59.jpg.preview.png", runtime.max_pixels)
     return out
 
 
-def test_output_is_no_longer_matched_by_the_surrogates(protected_multi_face: Path) -> None:
+def test_output_is_no_longer_matched_by_the_surrogates(
+    protected_multi_face: Path, runtime: Runtime
+) -> None:
     original = decode_image((DEV / "img59.jpg").read_bytes()).rgb
     saved_bytes = (protected_multi_face / "img59.jpg").read_bytes()
     saved = decode_image(saved_bytes).rgb
     assert saved.shape == original.shape
-    ref = runtime.detector().detect(original)
-    found = match_faces(ref, runtime.detector().detect(saved))
+    ref = runtime.detect(original)
+    found = match_faces(ref, runtime.detect(saved))
     assert len(ref) == 2
     for model in SURROGATES:
         thr = runtime.threshold(model)
-        before = embed(original, ref, model)
+        before = embed(runtime, original, ref, model)
         for i, face in enumerate(found):
             if face is None:  # not even detected any more: not matched either
                 continue
-            sim = float(embed(saved, [face], model)[0] @ before[i])
+            sim = float(embed(runtime, saved, [face], model)[0] @ before[i])
             assert sim < thr, (model, i, sim, thr)
 
 
@@ -81,15 +102,22 @@ def test_report_schema(protected_multi_face: Path) -> None:
             assert saved["matched"] is False
             assert saved["clean_similarity"] > saved["threshold"]
     assert report["verification"]["psnr"] > 30
+    attack = report["attack"]
+    assert attack["method"].startswith("DI-MI-FGSM (L-inf) + EOT(makeup, rescale, jpeg)")
+    assert [e["probability"] for e in attack["eot"]] == [0.5, 0.5, 0.6]
+    assert attack["eps_255"] == 12 and attack["max_steps"] == 40 and attack["margin"] == 0.5
 
 
-def test_verify_command_prints_the_table(protected_multi_face: Path) -> None:
-    proc = _run("verify", str(DEV / "img59.jpg"), str(protected_multi_face / "img59.jpg"),
-                "--models", "w600k_mbf")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "jpeg75" in proc.stdout and "w600k_mbf" in proc.stdout
-    same = _run("verify", str(DEV / "img59.jpg"), str(DEV / "img59.jpg"), "--models", "sface")
-    assert "YES" in same.stdout  # an unprotected copy is still matched
+def test_verify_prints_the_table(protected_multi_face: Path, runtime: Runtime) -> None:
+    original = (DEV / "img59.jpg").read_bytes()
+    table = verify_pair(
+        original, (protected_multi_face / "img59.jpg").read_bytes(), ["w600k_mbf"], runtime
+    )
+    text = format_table(table)
+    assert "jpeg75" in text and "w600k_mbf" in text
+    same = verify_pair(original, original, ["sface"], runtime)
+    assert "YES" in format_table(same)  # an unprotected copy is still matched
+    assert same.matched_faces["sface"]["saved"] == 2
 
 
 def test_models_list_shows_licences() -> None:

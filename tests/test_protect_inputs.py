@@ -11,15 +11,30 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecloak.contract.options import ProtectOptions
+from facecloak.contract.options import PhotoOutcome, ProtectOptions
 from facecloak.images import decode_image
+from facecloak.settings import Settings
 from models.errors import InvalidModelError
+from models.registry import ModelStore
 from workers.jobs.protect import protect_photo
+from workers.jobs.runtime import Runtime
 
-from .helpers import DEV, TEST, jpeg_bytes
+from .helpers import DEV, TEST, jpeg_bytes, runtime_for
 
 QUICK = ProtectOptions(steps=2, verify=False, eot_makeup=False)
 FACE = DEV / "img11.jpg"  # 600x800, one face
+_RUNTIME: list[Runtime] = []
+
+
+@pytest.fixture(autouse=True)
+def _runtime(settings: Settings, model_store: ModelStore) -> None:
+    if not DEV.is_dir():
+        pytest.skip(f"shared face photos not found at {DEV}")
+    _RUNTIME[:] = [runtime_for(settings, model_store)]
+
+
+def protect(data: bytes, filename: str, options: ProtectOptions) -> PhotoOutcome:
+    return protect_photo(data, filename, options, _RUNTIME[0])
 
 
 def _face_rgb() -> np.ndarray:
@@ -27,7 +42,7 @@ def _face_rgb() -> np.ndarray:
 
 
 def _failed_code(data: bytes, options: ProtectOptions = QUICK) -> str:
-    out = protect_photo(data, "x", options)
+    out = protect(data, "x", options)
     assert out.status in ("failed", "no_face") and out.output is None
     assert out.error is not None and out.error.message
     assert out.report["error"]["code"] == out.error.code
@@ -70,13 +85,13 @@ def test_gif_is_not_a_photo_format() -> None:
 
 def test_photo_without_a_face_is_not_returned_as_protected() -> None:
     noise = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-    out = protect_photo(jpeg_bytes(noise), "noise.jpg", QUICK)
+    out = protect(jpeg_bytes(noise), "noise.jpg", QUICK)
     assert out.status == "no_face" and out.output is None and out.error.code == "no_face"
 
 
 def test_faces_below_the_minimum_size() -> None:
     small = Image.fromarray(_face_rgb()).resize((150, 200))
-    out = protect_photo(
+    out = protect(
         jpeg_bytes(np.asarray(small)), "small.jpg", QUICK.model_copy(update={"min_face_size": 120})
     )
     assert out.status == "no_face" and out.error.code == "faces_too_small"
@@ -100,7 +115,7 @@ def test_exif_rotated_jpeg_keeps_its_displayed_orientation() -> None:
     exif[0x0112] = 6  # display rotated 90 degrees clockwise
     buf = io.BytesIO()
     stored.save(buf, "JPEG", quality=95, exif=exif.tobytes())
-    out = protect_photo(buf.getvalue(), "rot.jpg", QUICK)
+    out = protect(buf.getvalue(), "rot.jpg", QUICK)
     assert out.status == "protected" and out.output is not None
     back = Image.open(io.BytesIO(out.output))
     assert back.size == (rgb.shape[1], rgb.shape[0])  # upright, as displayed
@@ -110,7 +125,7 @@ def test_exif_rotated_jpeg_keeps_its_displayed_orientation() -> None:
 def test_png_with_alpha_keeps_alpha_and_format() -> None:
     data = (TEST / "alex_lacamoire__alex-lacamoire.png").read_bytes()
     src = Image.open(io.BytesIO(data))
-    out = protect_photo(data, "a.png", QUICK)
+    out = protect(data, "a.png", QUICK)
     assert out.status == "protected" and out.output is not None
     back = Image.open(io.BytesIO(out.output))
     assert back.format == "PNG" and back.size == src.size
@@ -121,14 +136,14 @@ def test_sixteen_bit_png() -> None:
     rgb16 = _face_rgb()[..., 0].astype(np.uint16) * 257
     buf = io.BytesIO()
     Image.fromarray(rgb16).save(buf, "PNG")
-    out = protect_photo(buf.getvalue(), "g16.png", QUICK)
+    out = protect(buf.getvalue(), "g16.png", QUICK)
     assert out.status == "protected" and Image.open(io.BytesIO(out.output)).format == "PNG"
 
 
 def test_cmyk_jpeg() -> None:
     buf = io.BytesIO()
     Image.fromarray(_face_rgb()).convert("CMYK").save(buf, "JPEG", quality=95)
-    out = protect_photo(buf.getvalue(), "cmyk.jpg", QUICK)
+    out = protect(buf.getvalue(), "cmyk.jpg", QUICK)
     assert out.status == "protected"
     assert Image.open(io.BytesIO(out.output)).format == "JPEG"
 
@@ -137,6 +152,7 @@ def test_arcface_onnx_with_the_wrong_input_is_refused(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
+    from models.registry import ModelStore
     from models.user_models import add_user_model
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])
@@ -145,4 +161,4 @@ def test_arcface_onnx_with_the_wrong_input_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
     with pytest.raises(InvalidModelError, match="112"):
-        add_user_model("bad-arcface", path)
+        add_user_model("bad-arcface", path, ModelStore(tmp_path / "cache"))

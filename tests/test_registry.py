@@ -8,61 +8,63 @@ from pathlib import Path
 
 import pytest
 
-from facecloak.settings import get_settings
 from models import registry
 from models.errors import UnknownModelError
+from models.registry import ModelStore
 from models.specs import SPECS
 
 
 @pytest.fixture
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh cache dir; shipped models are found through FACECLOAK_MODEL_DIR."""
-    shipped = registry.model_path("w600k_mbf").parent
-    monkeypatch.setenv("FACECLOAK_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("FACECLOAK_MODEL_DIR", str(shipped))
-    monkeypatch.setenv("FACECLOAK_ALLOW_DOWNLOAD", "false")
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
+def isolated_store(tmp_path: Path, model_store: ModelStore) -> Iterator[ModelStore]:
+    """A fresh cache dir, downloads off; shipped models are found through ``model_dir``."""
+    shipped = model_store.path("w600k_mbf").parent
+    yield ModelStore(tmp_path / "cache", model_dir=shipped, allow_download=False)
 
 
-def test_every_shipped_model_is_pinned_and_available() -> None:
+def test_every_shipped_model_is_pinned_and_available(model_store: ModelStore) -> None:
     names = {s.name for s in SPECS}
     assert names == {"w600k_mbf", "sface", "facenet", "yunet", "scrfd_500m", "2d106det"}
     for spec in SPECS:
         assert len(spec.sha256) == 64 and spec.licence and spec.sources
-        path = registry.model_path(spec.name)
+        path = model_store.path(spec.name)
         assert registry.sha256_file(path) == spec.sha256
 
 
-def test_unknown_model_lists_the_known_ones() -> None:
+def test_unknown_model_lists_the_known_ones(model_store: ModelStore) -> None:
     with pytest.raises(UnknownModelError, match="w600k_mbf"):
-        registry.get_spec("arcface_r1000")
+        model_store.spec("arcface_r1000")
 
 
-def test_a_tampered_file_in_the_model_dir_is_not_used(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bad = isolated_cache / "bad"
+def test_a_tampered_file_in_the_model_dir_is_not_used(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "w600k_mbf.onnx").write_bytes(b"not the model")
-    monkeypatch.setenv("FACECLOAK_MODEL_DIR", str(bad))
-    get_settings.cache_clear()
+    store = ModelStore(tmp_path / "cache", model_dir=bad, allow_download=False)
     with pytest.raises(Exception, match="downloads are disabled"):
-        registry.model_path("w600k_mbf")
+        store.path("w600k_mbf")
 
 
-def test_user_arcface_model_is_checked_and_listed(isolated_cache: Path) -> None:
+def test_two_stores_do_not_share_user_models(isolated_store: ModelStore, tmp_path: Path) -> None:
+    other = ModelStore(tmp_path / "other", allow_download=False)
+    mine = tmp_path / "my_arcface.onnx"
+    shutil.copyfile(isolated_store.path("w600k_mbf"), mine)
+    isolated_store.save_user_spec(registry.user_spec("mine", mine, registry.sha256_file(mine), 512))
+    assert isolated_store.spec("mine").family == "arcface-user"
+    with pytest.raises(UnknownModelError):
+        other.spec("mine")
+
+
+def test_user_arcface_model_is_checked_and_listed(isolated_store: ModelStore) -> None:
     from models.recognizers import load_recognizer
     from models.user_models import add_user_model
 
-    mine = isolated_cache / "my_arcface.onnx"
-    shutil.copyfile(registry.model_path("w600k_mbf"), mine)
-    spec = add_user_model("my-arcface", mine)
+    mine = isolated_store.cache_dir.parent / "my_arcface.onnx"
+    shutil.copyfile(isolated_store.path("w600k_mbf"), mine)
+    spec = add_user_model("my-arcface", mine, isolated_store)
     assert spec.embedding_size == 512
-    rows = {r.name: r for r in registry.list_models()}
+    rows = {r.name: r for r in isolated_store.statuses()}
     assert rows["my-arcface"].available and "user supplied" in rows["my-arcface"].licence
-    rec = load_recognizer("my-arcface")
+    rec = load_recognizer("my-arcface", isolated_store)
     assert rec.spec.normalization == "arcface"
     mine.write_bytes(b"changed")
-    assert not registry.is_available(registry.get_spec("my-arcface"))
+    assert not isolated_store.is_available(isolated_store.spec("my-arcface"))

@@ -18,57 +18,35 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import facecloak.contract.runner as runner
+from facecloak.contract.reports import Verification
 from facecloak.contract.webhooks import SIGNATURE_HEADER, verify_signature
-from service.app import create_app
-from tests.service_fixtures import REPO, A, B, live_server, png, settings, wait_job
+from tests.service_fixtures import (
+    REPO,
+    A,
+    B,
+    err,
+    fake_verify,
+    live_server,
+    make_app,
+    png,
+    settings,
+    submit,
+    wait_job,
+)
 
 JPEG_NAME = "photo.png"
 
 
 @pytest.fixture()
-def fake(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.service_fixtures import fake_protect
-
-    monkeypatch.setattr(runner, "_protect", fake_protect())
-
-
-@pytest.fixture()
-def client(tmp_path: Path, fake: None) -> Iterator[TestClient]:
-    app = create_app(settings(tmp_path), background=False)
-    with TestClient(app) as c:
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(make_app(tmp_path)) as c:
         yield c
 
 
-def submit(
-    c: Any,
-    files: list[tuple[str, bytes]],
-    headers: dict[str, str] = A,
-    data: dict[str, Any] | None = None,
-) -> Any:
-    parts = [("files", (name, body, "application/octet-stream")) for name, body in files]
-    return c.post("/v1/protect", files=parts, data=data or {}, headers=headers)
-
-
-def err(r: Any) -> str:
-    body = r.json()
-    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
-    code: str = body["error"]["code"]
-    return code
-
-
-def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
-def test_gateway_never_imports_torch() -> None:
+def test_gateway_and_celery_glue_never_import_torch() -> None:
     code = (
-        "import sys; from service.app import create_app; import service.commands, "
-        "service.openapi_dump; import workers.tasks; "
+        "import sys; from service.app import create_app; import service.server, "
+        "service.openapi_dump; import workers.tasks, workers.celery_app, workers.handlers; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
@@ -127,41 +105,6 @@ def test_batch_with_a_bad_photo_completes_the_others(client: TestClient) -> None
     assert one.status_code == 409 and err(one) == "no_result"
 
 
-def test_zip_upload(client: TestClient) -> None:
-    photos = {"dir/x.png": png(), "y.png": png(color=(9, 9, 9)), "__MACOSX/._x.png": b"junk"}
-    r = submit(client, [("photos.zip", zip_of(photos, zipfile.ZIP_DEFLATED))])
-    assert r.status_code == 202, r.text
-    assert [i["filename"] for i in r.json()["items"]] == ["x.png", "y.png"]
-    assert wait_job(client, r.json()["id"], A)["status"] == "succeeded"
-
-
-@pytest.mark.parametrize(
-    ("entries", "status", "code"),
-    [
-        ({"../evil.png": png()}, 422, "zip_unsafe_path"),
-        ({"/etc/evil.png": png()}, 422, "zip_unsafe_path"),
-        ({"a/../../evil.png": png()}, 422, "zip_unsafe_path"),
-        ({"inner.zip": zip_of({"a.png": png()})}, 422, "zip_nested_archive"),
-        ({"inner.dat": zip_of({"a.png": png()})}, 422, "zip_nested_archive"),
-        ({}, 422, "zip_empty"),
-    ],
-)
-def test_unsafe_zips(client: TestClient, entries: dict[str, bytes], status: int, code: str) -> None:
-    r = submit(client, [("p.zip", zip_of(entries))])
-    assert r.status_code == status and err(r) == code
-
-
-def test_zip_bomb_and_entry_cap(tmp_path: Path, fake: None) -> None:
-    app = create_app(settings(tmp_path, zip_max_entries=3), background=False)
-    with TestClient(app) as c:
-        bomb = zip_of({"a.png": b"\0" * 5_000_000}, zipfile.ZIP_DEFLATED)
-        r = submit(c, [("bomb.zip", bomb)])
-        assert r.status_code == 413 and err(r) == "zip_bomb"
-        many = zip_of({f"{i}.png": png() for i in range(4)})
-        r = submit(c, [("many.zip", many)])
-        assert r.status_code == 413 and err(r) == "zip_too_many_entries"
-
-
 def test_auth_and_tenants(client: TestClient) -> None:
     r = submit(client, [(JPEG_NAME, png())], headers={})
     assert r.status_code == 401 and err(r) == "missing_api_key"
@@ -176,82 +119,13 @@ def test_auth_and_tenants(client: TestClient) -> None:
     assert client.get("/v1/jobs/job_unknown", headers=A).status_code == 404
 
 
-def test_rate_limit(tmp_path: Path, fake: None) -> None:
-    app = create_app(settings(tmp_path, rate_limit_per_minute=2), background=False)
-    with TestClient(app) as c:
+def test_rate_limit(tmp_path: Path) -> None:
+    with TestClient(make_app(tmp_path, rate_limit_per_minute=2)) as c:
         codes = [submit(c, [(JPEG_NAME, png())]).status_code for _ in range(3)]
         assert codes == [202, 202, 429]
         r = submit(c, [(JPEG_NAME, png())])
         assert err(r) == "rate_limited" and int(r.headers["retry-after"]) >= 1
         assert submit(c, [(JPEG_NAME, png())], headers=B).status_code == 202
-
-
-def test_limits(tmp_path: Path, fake: None) -> None:
-    s = settings(
-        tmp_path,
-        max_upload_bytes=20_000,
-        max_pixels=100 * 100,
-        max_batch_photos=2,
-        max_request_bytes=200_000,
-    )
-    with TestClient(create_app(s, background=False)) as c:
-        r = submit(c, [("big.png", b"\x89PNG" + b"\0" * 30_000)])
-        assert r.status_code == 413 and err(r) == "file_too_large"
-        r = submit(c, [("wide.png", png(200, 200))])
-        assert r.status_code == 413 and err(r) == "too_many_pixels"
-        r = submit(c, [(f"{i}.png", png()) for i in range(3)])
-        assert r.status_code == 413 and err(r) == "too_many_photos"
-        r = c.post(
-            "/v1/protect",
-            headers={
-                **A,
-                "Content-Length": "999999999",
-                "Content-Type": "multipart/form-data; boundary=x",
-            },
-            content=b"",
-        )
-        assert r.status_code == 413 and err(r) == "request_too_large"
-
-
-def test_content_types(client: TestClient) -> None:
-    r = client.post("/v1/protect", headers=A, json={"files": []})
-    assert r.status_code == 415 and err(r) == "unsupported_media_type"
-    r = submit(client, [("photo.jpg", b"%PDF-1.4 hello")])
-    assert r.status_code == 415
-    gif = io.BytesIO()
-    from PIL import Image
-
-    Image.new("RGB", (8, 8)).save(gif, "GIF")
-    r = submit(client, [("photo.jpg", gif.getvalue())])
-    assert r.status_code == 415 and err(r) == "unsupported_format"
-    r = submit(client, [("x.gz", b"\x1f\x8b\x08\x00" + b"\0" * 20)])
-    assert r.status_code == 415 and err(r) == "unsupported_archive"
-    multipart = {**A, "Content-Type": "multipart/form-data; boundary=zz"}
-    r = client.post("/v1/protect", headers=multipart, content=b"garbage")
-    assert r.status_code in (400, 422) and "error" in r.json()
-
-
-def test_invalid_requests(client: TestClient) -> None:
-    cases = [
-        ({"steps": "0"}, "invalid_options"),
-        ({"strength": "extreme"}, "invalid_options"),
-        ({"bogus": "1"}, "unknown_field"),
-        ({"options": "{not json"}, "invalid_options"),
-        ({"surrogates": "no_such_model"}, "unknown_model"),
-        ({"callback_url": "ftp://example.invalid/x"}, "invalid_callback_url"),
-    ]
-    for data, code in cases:
-        r = submit(client, [(JPEG_NAME, png())], data=data)
-        assert r.status_code == 422 and err(r) == code, (data, r.text)
-    r = client.post(
-        "/v1/protect",
-        headers=A,
-        data={"steps": "3"},
-        files=[("other", ("a.png", png(), "image/png"))],
-    )
-    assert r.status_code == 422 and err(r) == "unknown_field"
-    r = client.get("/v1/jobs?limit=0", headers=A)
-    assert r.status_code == 422 and err(r) == "invalid_request"
 
 
 def test_idempotency(client: TestClient) -> None:
@@ -268,9 +142,8 @@ def test_idempotency(client: TestClient) -> None:
     assert b.status_code == 202 and b.json()["id"] != first.json()["id"]
 
 
-def test_concurrent_idempotent_submits_make_one_job(tmp_path: Path, fake: None) -> None:
-    app = create_app(settings(tmp_path), background=False)
-    with live_server(app) as url:
+def test_concurrent_idempotent_submits_make_one_job(tmp_path: Path) -> None:
+    with live_server(make_app(tmp_path)) as url:
         results: list[httpx.Response] = []
 
         def go() -> None:
@@ -290,11 +163,8 @@ def test_concurrent_idempotent_submits_make_one_job(tmp_path: Path, fake: None) 
             assert len(c.get("/v1/jobs", headers=A).json()["jobs"]) == 1
 
 
-def test_cancel_delete_and_expiry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.service_fixtures import fake_protect
-
-    monkeypatch.setattr(runner, "_protect", fake_protect(delay=0.5))
-    app = create_app(settings(tmp_path, result_ttl_seconds=1), background=False)
+def test_cancel_delete_and_expiry(tmp_path: Path) -> None:
+    app = make_app(tmp_path, delay=0.5, result_ttl_seconds=1)
     with TestClient(app) as c:
         slow = submit(c, [("a.png", png()), ("b.png", png())]).json()
         r = c.delete(f"/v1/jobs/{slow['id']}", headers=A)
@@ -321,10 +191,9 @@ def test_cancel_delete_and_expiry(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert c.get(f"/v1/jobs/{job['id']}", headers=A).status_code == 404
 
 
-def test_dead_worker_item_is_retried_then_failed(tmp_path: Path, fake: None) -> None:
+def test_dead_worker_item_is_retried_then_failed(tmp_path: Path) -> None:
     """A 'running' photo whose lease ran out goes back to the queue, then fails; never stuck."""
-    s = settings(tmp_path, lease_seconds=0.2, max_attempts=2)
-    app = create_app(s, background=False)
+    app = make_app(tmp_path, lease_seconds=0.2, max_attempts=2)
     with TestClient(app) as c:
         st = app.state.fc
         job_id = submit(c, [("a.png", png())]).json()["id"]
@@ -410,14 +279,18 @@ def test_health_ready_metrics(client: TestClient) -> None:
     assert r.status_code == 404 and err(r) == "not_found"
 
 
-def test_verify_endpoint(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_endpoint(tmp_path: Path) -> None:
     seen: list[tuple[bytes, bytes, Any]] = []
 
-    def fake_verify(original: bytes, protected: bytes, models: Any) -> dict[str, Any]:
+    def recording_verify(original: bytes, protected: bytes, models: Any) -> Verification:
         seen.append((original, protected, models))
-        return {"faces": 1, "models": models}
+        return fake_verify(original, protected, models)
 
-    monkeypatch.setattr(runner, "_verify", fake_verify)
+    with TestClient(make_app(tmp_path, verifier=recording_verify)) as client:
+        _check_verify(client, seen)
+
+
+def _check_verify(client: TestClient, seen: list[tuple[bytes, bytes, Any]]) -> None:
     a, b = png(), png(color=(0, 0, 0))
     r = client.post(
         "/v1/verify",
@@ -425,8 +298,16 @@ def test_verify_endpoint(client: TestClient, monkeypatch: pytest.MonkeyPatch) ->
         data={"models": "w600k_mbf"},
         files=[("original", ("a.png", a)), ("protected", ("b.png", b))],
     )
-    assert r.status_code == 200 and r.json() == {"faces": 1, "models": ["w600k_mbf"]}
+    assert r.status_code == 200, r.text
+    assert Verification.model_validate(r.json()).thresholds == {"w600k_mbf": None}
     assert seen == [(a, b, ["w600k_mbf"])]
+    r = client.post(
+        "/v1/verify",
+        headers=A,
+        data={"models": "nope"},
+        files=[("original", ("a.png", a)), ("protected", ("b.png", b))],
+    )
+    assert r.status_code == 422 and err(r) == "unknown_model"
     r = client.post("/v1/verify", headers=A, files=[("original", ("a.png", a))])
     assert r.status_code == 422 and err(r) == "missing_file"
     r = client.post(
@@ -437,12 +318,12 @@ def test_verify_endpoint(client: TestClient, monkeypatch: pytest.MonkeyPatch) ->
     assert r.status_code == 415 and err(r) == "not_an_image"
 
 
-def test_jobs_accepted_before_a_restart_still_run(tmp_path: Path, fake: None) -> None:
+def test_jobs_accepted_before_a_restart_still_run(tmp_path: Path) -> None:
+    from facecloak.contract.context import Context
     from facecloak.contract.records import ItemRecord, JobRecord
-    from facecloak.contract.runner import Context, original_key
+    from facecloak.contract.runner import original_key
 
-    s = settings(tmp_path)
-    ctx = Context.from_settings(s)
+    ctx = Context.from_settings(settings(tmp_path))
     ctx.storage.put(original_key("job_old", 0), png())
     ctx.store.create(
         JobRecord(
@@ -458,15 +339,14 @@ def test_jobs_accepted_before_a_restart_still_run(tmp_path: Path, fake: None) ->
             ],
         )
     )
-    with TestClient(create_app(s, background=False)) as c:
+    with TestClient(make_app(tmp_path)) as c:
         assert wait_job(c, "job_old", A)["status"] == "succeeded"
 
 
-def test_python_client(tmp_path: Path, fake: None) -> None:
+def test_python_client(tmp_path: Path) -> None:
     from facecloak.client import Client, FaceCloakError
 
-    app = create_app(settings(tmp_path), background=False)
-    with live_server(app) as url, Client(url, api_key="key-a") as fc:
+    with live_server(make_app(tmp_path)) as url, Client(url, api_key="key-a") as fc:
         photo = tmp_path / "me.png"
         photo.write_bytes(png())
         job = fc.protect([photo], tmp_path / "out", options={"steps": 2})
@@ -481,19 +361,20 @@ def test_python_client(tmp_path: Path, fake: None) -> None:
 
 
 def test_broker_down_at_submit_is_dispatched_later(
-    tmp_path: Path, fake: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(settings(tmp_path), background=False)
+    app = make_app(tmp_path)
     with TestClient(app) as c:
         dispatcher = app.state.fc.dispatcher
         real = dispatcher.enqueue
         calls: list[int] = []
 
-        def flaky(job_id: str, index: int) -> None:
+        def flaky(job_id: str, index: int, kind: str) -> None:
+            assert kind == "protect"
             calls.append(index)
             if len(calls) == 1:
                 raise ConnectionError("broker down")
-            real(job_id, index)
+            real(job_id, index, kind)
 
         monkeypatch.setattr(dispatcher, "enqueue", flaky)
         r = submit(c, [("a.png", png()), ("b.png", png(color=(5, 5, 5)))])

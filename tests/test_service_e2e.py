@@ -43,7 +43,7 @@ def serve(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     )
     log = (tmp / "serve.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.commands", "serve", "--port", str(port)],
+        [sys.executable, "-m", "facecloak.cli", "serve", "--port", str(port)],
         cwd=REPO,
         env=environ,
         stdout=log,

@@ -159,9 +159,7 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
     import boto3
     from fastapi.testclient import TestClient
 
-    import facecloak.contract.runner as runner
-    from service.app import create_app
-    from tests.service_fixtures import A, fake_protect, png, settings, wait_job
+    from tests.service_fixtures import A, make_app, png, wait_job
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "test",
@@ -169,11 +167,10 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(runner, "_protect", fake_protect(0.0))
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="gateway")
-    s = settings(tmp_path, storage_url="s3://gateway/fc", s3_endpoint_url=s3_endpoint)
-    with TestClient(create_app(s, background=False)) as c:
+    app = make_app(tmp_path, delay=0.0, storage_url="s3://gateway/fc", s3_endpoint_url=s3_endpoint)
+    with TestClient(app) as c:
         assert c.get("/readyz").json()["checks"]["storage"] == "ok"
         r = c.post("/v1/protect", headers=A, files=[("files", ("a.png", png()))])
         job = wait_job(c, r.json()["id"], A)
@@ -183,8 +180,9 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_expiry_then_purge(tmp_path: Path) -> None:
+    from facecloak.contract.context import Context
     from facecloak.contract.records import now
-    from facecloak.contract.runner import Context, reap
+    from facecloak.contract.runner import reap
     from facecloak.settings import Settings
 
     ctx = Context.from_settings(

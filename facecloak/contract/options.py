@@ -1,4 +1,4 @@
-"""Options and outcomes of the protect and verify jobs (torch-free: the gateway validates these)."""
+"""Options of the protect job and the outcome of one item (torch-free: the gateway checks them)."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ class JobError(BaseModel):
     message: str
 
 
-class PhotoOutcome(BaseModel):
-    """The result of protecting one photo."""
+class ItemOutcome(BaseModel):
+    """The result of one item of a job (for protect: one photo); ``output`` is the result blob."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -61,3 +61,6 @@ class PhotoOutcome(BaseModel):
     output: bytes | None = Field(default=None, exclude=True)
     report: dict[str, Any] = Field(default_factory=dict)
     error: JobError | None = None
+
+
+PhotoOutcome = ItemOutcome  # the name used before job kinds

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from facecloak.contract.kinds import get_kind
 from facecloak.contract.options import JobError
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
@@ -51,11 +52,11 @@ class ItemRecord(BaseModel):
 
 
 class JobRecord(BaseModel):
-    """A protect job: who asked, with which options, and where each photo stands."""
+    """A job: who asked, which kind with which options, and where each item stands."""
 
     id: str
     tenant: str
-    kind: Literal["protect"] = "protect"
+    kind: str = "protect"
     status: JobStatus = "queued"
     options: dict[str, Any] = Field(default_factory=dict)
     callback_url: str | None = None
@@ -69,6 +70,12 @@ class JobRecord(BaseModel):
     purge_at: float | None = None
     error: JobError | None = None
     items: list[ItemRecord] = Field(default_factory=list)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        get_kind(kind)  # raises for a kind nobody registered
+        return kind
 
     @property
     def done(self) -> bool:

@@ -1,7 +1,9 @@
-"""Run one photo of a job: claim it, protect it, commit the result, gather the job.
+"""Run one item of a job: claim it, hand it to its kind's handler, commit the result.
 
-Shared by the embedded executor and the Celery tasks. Torch is imported only when a photo is
-actually protected (``workers.jobs.protect`` is loaded lazily), so importing this is cheap.
+Shared by the embedded executor and the Celery tasks. The runner knows no job kind: it
+looks up the handler registered for ``job.kind`` in the :data:`Handlers` it is given
+(``workers.handlers.build_handlers`` builds the real ones; tests pass fakes), so importing
+this never imports torch.
 
 Safety against duplicate runs and dead workers:
 
@@ -22,43 +24,27 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from facecloak.contract.options import JobError, PhotoOutcome, ProtectOptions
-from facecloak.contract.records import JobRecord, now
-from facecloak.contract.storage import BlobNotFound, Storage, open_storage
-from facecloak.contract.store import JobStore, open_jobstore
-from facecloak.settings import Settings
+from pydantic import BaseModel, ValidationError
+
+from facecloak.contract.context import Context
+from facecloak.contract.kinds import Handlers, ProgressFn, Verifier, get_kind
+from facecloak.contract.options import ItemOutcome, JobError
+from facecloak.contract.records import ItemRecord, JobRecord, now
+from facecloak.contract.storage import BlobNotFound
 
 log = logging.getLogger(__name__)
 
 Finished = Callable[[JobRecord], None]
-Redispatch = Callable[[str, int], None]
+Redispatch = Callable[[str, int, str], None]
+"""``redispatch(job_id, index, kind)``: schedule an item again."""
+
+__all__ = ["Context", "JobCanceled", "original_key", "reap", "run_item", "run_verify"]
 
 
 class JobCanceled(Exception):
     """Raised from the progress callback to stop work on a canceled job."""
-
-
-@dataclass
-class Context:
-    """What a run needs: settings, blob storage and the job store."""
-
-    settings: Settings
-    storage: Storage
-    store: JobStore
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Context:
-        """Open storage and job store as the settings say."""
-        storage = open_storage(
-            settings.storage_url, Path(settings.data_dir) / "blobs", settings.s3_endpoint_url
-        )
-        redis_url = settings.jobstore_url or settings.broker_url
-        store = open_jobstore(redis_url, Path(settings.data_dir) / "jobs.sqlite3")
-        return cls(settings, storage, store)
 
 
 def original_key(job_id: str, index: int) -> str:
@@ -124,7 +110,7 @@ class _Heartbeat(threading.Thread):
                 log.warning("heartbeat failed for %s/%s", self.job_id, self.index, exc_info=True)
 
 
-def _progress(ctx: Context, job_id: str, index: int, token: str) -> Callable[[int, int], None]:
+def _progress(ctx: Context, job_id: str, index: int, token: str) -> ProgressFn:
     def report(done: int, total: int) -> None:
         def fn(job: JobRecord) -> None:
             item = job.items[index]
@@ -138,29 +124,42 @@ def _progress(ctx: Context, job_id: str, index: int, token: str) -> Callable[[in
     return report
 
 
-def _protect(data: bytes, filename: str, options: dict[str, Any], progress: Any) -> PhotoOutcome:
-    from workers.jobs.protect import protect_photo  # torch: only on the worker side
-
-    return protect_photo(data, filename, ProtectOptions.model_validate(options), progress)
-
-
-def _verify(original: bytes, protected: bytes, models: list[str] | None) -> Any:
-    from workers.jobs.verify import verify_pair  # torch: only on the worker side
-
-    return verify_pair(original, protected, models)
-
-
-def _crash(filename: str, exc: BaseException) -> PhotoOutcome:
-    name = type(exc).__name__
-    code = "time_limit" if name == "SoftTimeLimitExceeded" else "internal_error"
-    log.error("protecting %s failed:\n%s", filename, traceback.format_exc())
-    return PhotoOutcome(
-        filename=filename, status="failed", error=JobError(code=code, message=f"{name}: {exc}")
+def _failed(filename: str, code: str, message: str) -> ItemOutcome:
+    return ItemOutcome(
+        filename=filename, status="failed", error=JobError(code=code, message=message)
     )
 
 
-def run_item(ctx: Context, job_id: str, index: int, on_finished: Finished) -> None:
-    """Process photo ``index`` of job ``job_id`` (a no-op if it is done or held elsewhere)."""
+def _crash(filename: str, exc: BaseException) -> ItemOutcome:
+    name = type(exc).__name__
+    code = "time_limit" if name == "SoftTimeLimitExceeded" else "internal_error"
+    log.error("processing %s failed:\n%s", filename, traceback.format_exc())
+    return _failed(filename, code, f"{name}: {exc}")
+
+
+def _handle(
+    handlers: Handlers, job: JobRecord, item: ItemRecord, data: bytes, progress: ProgressFn
+) -> ItemOutcome:
+    """Validate the job's options with its kind's model and run the kind's handler."""
+    handler = handlers.get(job.kind)
+    if handler is None:
+        return _failed(item.filename, "unsupported_kind", f"no handler for {job.kind!r} jobs here")
+    try:
+        options: BaseModel = get_kind(job.kind).options.model_validate(job.options)
+    except ValidationError as exc:
+        return _failed(item.filename, "invalid_options", str(exc))
+    try:
+        return handler(data, item.filename, options, progress)
+    except JobCanceled:
+        return ItemOutcome(filename=item.filename, status="failed")
+    except Exception as exc:
+        return _crash(item.filename, exc)
+
+
+def run_item(
+    ctx: Context, handlers: Handlers, job_id: str, index: int, on_finished: Finished
+) -> None:
+    """Process item ``index`` of job ``job_id`` (a no-op if it is done or held elsewhere)."""
     token = uuid.uuid4().hex
     job, claimed = _claim(ctx, job_id, index, token)
     if job is None:
@@ -177,19 +176,10 @@ def run_item(ctx: Context, job_id: str, index: int, on_finished: Finished) -> No
         try:
             data = ctx.storage.get(item.original_key or original_key(job_id, index))
         except BlobNotFound:
-            outcome = PhotoOutcome(
-                filename=item.filename,
-                status="failed",
-                error=JobError(code="original_missing", message="the uploaded photo is gone"),
-            )
+            outcome = _failed(item.filename, "original_missing", "the uploaded photo is gone")
         else:
-            try:
-                progress = _progress(ctx, job_id, index, token)
-                outcome = _protect(data, item.filename, job.options, progress)
-            except JobCanceled:
-                outcome = PhotoOutcome(filename=item.filename, status="failed")
-            except Exception as exc:
-                outcome = _crash(item.filename, exc)
+            progress = _progress(ctx, job_id, index, token)
+            outcome = _handle(handlers, job, item, data, progress)
     finally:
         heartbeat.stopped.set()
     _commit(ctx, job_id, index, token, outcome, time.monotonic() - start, on_finished)
@@ -200,7 +190,7 @@ def _commit(
     job_id: str,
     index: int,
     token: str,
-    outcome: PhotoOutcome,
+    outcome: ItemOutcome,
     seconds: float,
     on_finished: Finished,
 ) -> None:
@@ -253,7 +243,7 @@ def reap(ctx: Context, redispatch: Redispatch, on_finished: Finished) -> None:
             if item.status == "running" and (item.lease_until or 0) < t:
                 _requeue(ctx, job.id, item.index, redispatch, on_finished)
             elif item.status == "queued" and item.undispatched:
-                _dispatch_late(ctx, job.id, item.index, redispatch)
+                _dispatch_late(ctx, job, item.index, redispatch)
     for job in ctx.store.finished_before(t):
         expire(ctx, job)
 
@@ -285,15 +275,16 @@ def _requeue(
         return
     if state["action"] == "requeue":
         log.warning("job %s photo %s: worker lost, queued again", job_id, index)
-        redispatch(job_id, index)
+        redispatch(job_id, index, job.kind)
     elif state["action"] == "finished":
         _cleanup_originals(ctx, job)
         on_finished(job)
 
 
-def _dispatch_late(ctx: Context, job_id: str, index: int, redispatch: Redispatch) -> None:
-    """Enqueue a photo whose first enqueue failed (broker down at submit time)."""
-    redispatch(job_id, index)
+def _dispatch_late(ctx: Context, job: JobRecord, index: int, redispatch: Redispatch) -> None:
+    """Enqueue an item whose first enqueue failed (broker down at submit time)."""
+    job_id = job.id
+    redispatch(job_id, index, job.kind)
 
     def fn(job: JobRecord) -> None:
         job.items[index].undispatched = False
@@ -319,17 +310,23 @@ def expire(ctx: Context, job: JobRecord) -> None:
         ctx.store.delete(job.id)
 
 
-def run_verify(ctx: Context, original: str, protected: str, models: list[str] | None) -> Any:
-    """The verification table of two stored photos; the blobs are deleted afterwards.
+def run_verify(
+    ctx: Context, verifier: Verifier, original: str, protected: str, models: list[str] | None
+) -> dict[str, Any]:
+    """The verification report of two stored photos, as JSON; the blobs are deleted afterwards.
 
     A photo the verifier refuses comes back as ``{"error": {"code", "message"}}``.
     """
     from facecloak.images import ImageError
 
     try:
-        return _verify(ctx.storage.get(original), ctx.storage.get(protected), models)
+        report = verifier(ctx.storage.get(original), ctx.storage.get(protected), models)
     except ImageError as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
     finally:
         ctx.storage.delete(original)
         ctx.storage.delete(protected)
+    if isinstance(report, BaseModel):
+        dumped: dict[str, Any] = report.model_dump(mode="json")
+        return dumped
+    return dict(report)

@@ -1,4 +1,4 @@
-"""Signed job-finished callbacks.
+"""Signed job-finished callbacks (:func:`send_job_webhook`).
 
 The body is the job JSON (as ``GET /v1/jobs/{id}`` returns it). The request carries::
 
@@ -18,6 +18,9 @@ import logging
 import time
 
 import httpx
+
+from facecloak.contract.context import Context
+from facecloak.contract.views import job_view
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +80,23 @@ def deliver(
             delay *= 2
     log.error("webhook %s gave up after %d attempts", url, attempts)
     return False
+
+
+def send_job_webhook(ctx: Context, job_id: str) -> bool:
+    """POST the finished job's public JSON to its ``callback_url``, signed, with retries.
+
+    False when the job is gone, has no callback URL, or every attempt failed.
+    """
+    job = ctx.store.get(job_id)
+    if job is None or not job.callback_url:
+        return False
+    body = job_view(job).model_dump_json().encode()
+    s = ctx.settings
+    return deliver(
+        job.callback_url,
+        body,
+        s.webhook_secret,
+        s.webhook_max_attempts,
+        s.webhook_backoff_seconds,
+        s.webhook_timeout_seconds,
+    )

@@ -1,51 +1,110 @@
-"""The attack engine: pure PyTorch, tensors in and tensors out.
+"""The attack engine: pure PyTorch, tensors in and tensors out, randomness from a Generator.
 
-Budgets, update rules, input transforms (DI, JPEG, rescale, makeup), losses and the
-iterative attack loop that composes them.
+* transforms (one protocol, per-sample context): JPEG, rescale, input diversity, blur,
+  median, 8-bit quantisation; ``RandomApply``, ``Compose``, ``EOT``;
+* objectives: cosine dodging / impersonation, cross-entropy, CTC, penalties, combined by
+  ``ModelObjective``, ``Ensemble``, ``Sum``, ``Expectation``;
+* budgets (L-inf, L2, universal trigger) and optimisers (sign, momentum, Adam);
+* one loop, ``IterativeAttack``, built from an ``AttackSpec`` (presets: FGSM ... TI-DI-MI-FGSM).
 """
 
-from workers.engine.attack import (
-    AttackResult,
-    IterativeAttack,
-    Objective,
-    ObjectiveFn,
-    difgsm,
-    dimifgsm,
-    fgsm,
-    ifgsm,
-    mifgsm,
-    ti_dimifgsm,
-)
-from workers.engine.budget import LinfBudget
-from workers.engine.diversity import InputDiversity, InputTransform
+from workers.engine.attack import AttackResult, IterativeAttack
+from workers.engine.budget import Budget, L2Budget, LinfBudget, SharedBudget, TriggerBudget
+from workers.engine.diversity import InputDiversity
+from workers.engine.filters import GaussianBlur, MedianSmooth, Quantise8bit
 from workers.engine.jpeg import DifferentiableJpeg
-from workers.engine.losses import (
-    EnsembleLoss,
+from workers.engine.objectives import (
+    CTC,
+    INPUT,
+    CosineDodging,
+    CosineImpersonation,
+    CrossEntropy,
+    Ensemble,
+    Expectation,
+    L1Penalty,
+    L2Penalty,
+    ModelObjective,
+    Objective,
+    ObjectiveValue,
+    OutputLoss,
+    Sum,
+    TotalVariationPenalty,
     cosine_similarity,
     dodging_loss,
     impersonation_loss,
 )
-from workers.engine.makeup import MakeupFilter
 from workers.engine.rescale import RandomRescale
 from workers.engine.smoothing import GradientSmoothing
-from workers.engine.update import MomentumUpdate, SignUpdate, UpdateRule
+from workers.engine.spec import (
+    PRESETS,
+    TRANSFORMS,
+    AttackSpec,
+    EotStep,
+    build_attack,
+    difgsm,
+    dimifgsm,
+    fgsm,
+    ifgsm,
+    make_diversity,
+    make_eot,
+    mifgsm,
+    ti_dimifgsm,
+)
+from workers.engine.transforms import (
+    EOT,
+    Compose,
+    Identity,
+    RandomApply,
+    Transform,
+    TransformContext,
+)
+from workers.engine.update import AdamUpdate, MomentumUpdate, SignUpdate, UpdateRule
 
 __all__ = [
+    "CTC",
+    "EOT",
+    "INPUT",
+    "PRESETS",
+    "TRANSFORMS",
+    "AdamUpdate",
     "AttackResult",
+    "AttackSpec",
+    "Budget",
+    "Compose",
+    "CosineDodging",
+    "CosineImpersonation",
+    "CrossEntropy",
     "DifferentiableJpeg",
-    "EnsembleLoss",
+    "Ensemble",
+    "EotStep",
+    "Expectation",
+    "GaussianBlur",
     "GradientSmoothing",
+    "Identity",
     "InputDiversity",
-    "InputTransform",
     "IterativeAttack",
+    "L1Penalty",
+    "L2Budget",
+    "L2Penalty",
     "LinfBudget",
-    "MakeupFilter",
+    "MedianSmooth",
+    "ModelObjective",
     "MomentumUpdate",
     "Objective",
-    "ObjectiveFn",
+    "ObjectiveValue",
+    "OutputLoss",
+    "Quantise8bit",
+    "RandomApply",
     "RandomRescale",
+    "SharedBudget",
     "SignUpdate",
+    "Sum",
+    "TotalVariationPenalty",
+    "Transform",
+    "TransformContext",
+    "TriggerBudget",
     "UpdateRule",
+    "build_attack",
     "cosine_similarity",
     "difgsm",
     "dimifgsm",
@@ -53,6 +112,8 @@ __all__ = [
     "fgsm",
     "ifgsm",
     "impersonation_loss",
+    "make_diversity",
+    "make_eot",
     "mifgsm",
     "ti_dimifgsm",
 ]

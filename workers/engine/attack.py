@@ -1,31 +1,17 @@
-"""The generic iterative gradient attack (FGSM family) with per-sample early stopping."""
+"""The one iterative attack loop: budget + optimiser + objective, per-sample early stop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from workers.engine.budget import LinfBudget
-from workers.engine.diversity import InputDiversity, InputTransform
+from workers.engine.budget import Budget, SharedBudget
+from workers.engine.objectives import INPUT, Objective, ObjectiveValue
 from workers.engine.smoothing import GradientSmoothing
-from workers.engine.update import MomentumUpdate, SignUpdate, UpdateRule
-
-
-@dataclass
-class Objective:
-    """What an objective returns for the active samples."""
-
-    loss: Tensor
-    """``[b]`` per-sample loss, to MINIMISE."""
-    done: Tensor
-    """``[b]`` bool: the sample already meets its goal and can stop."""
-
-
-ObjectiveFn = Callable[[Tensor, Tensor], Objective]
-"""``(x_adv of the active samples [b, ...], their indices [b] into the batch) -> Objective``."""
+from workers.engine.transforms import Transform, TransformContext
+from workers.engine.update import UpdateRule
 
 
 @dataclass
@@ -33,13 +19,15 @@ class AttackResult:
     """The outcome of ``IterativeAttack.run`` for a batch of ``B`` samples."""
 
     delta: Tensor
-    """``[B, ...]`` the perturbation (mask applied): the adversarial image is ``x + delta``."""
+    """``[B, ...]`` the change (mask applied): the adversarial image is ``x + delta``."""
     steps: Tensor
     """``[B]`` int64: gradient steps each sample received."""
     done: Tensor
     """``[B]`` bool: the objective reported the sample done (it was then frozen)."""
     loss_history: list[float] = field(default_factory=list)
     """Mean loss of the active samples at each iteration, before its step."""
+    param: Tensor | None = None
+    """A shared budget's final parameter (e.g. trigger mask + pattern)."""
 
 
 def _mask_rows(mask: Tensor | None, index: Tensor, x: Tensor) -> Tensor | None:
@@ -51,23 +39,33 @@ def _mask_rows(mask: Tensor | None, index: Tensor, x: Tensor) -> Tensor | None:
     return mask
 
 
-class IterativeAttack:
-    """Iterative L-infinity attack: ``delta <- project(delta - alpha * update(grad))``.
+def _checked(out: ObjectiveValue, count: int) -> ObjectiveValue:
+    if out.loss.shape != (count,) or out.done.shape != (count,):
+        raise ValueError(
+            f"objective must return loss and done of shape [{count}], "
+            f"got {tuple(out.loss.shape)} and {tuple(out.done.shape)}"
+        )
+    return out
 
-    Each iteration feeds ``x + delta * mask`` (through ``diversity`` if given) to the
-    objective, smooths the gradient (``smoothing``, TI) and steps along the update rule's
-    direction. Samples the objective reports done are frozen with their current delta and
-    leave the batch; the loop ends when all are done or ``steps`` iterations have run.
-    Done flags are honoured every ``check_every`` iterations (0, k, 2k, ...).
+
+class IterativeAttack:
+    """``param <- project(param - step_size * update(smooth(grad)))`` for ``steps`` iterations.
+
+    With an additive :class:`Budget` the parameter is a per-sample ``delta`` (times
+    ``mask``); samples the objective reports done are frozen and leave the batch (done
+    flags are honoured at iterations 0, k, 2k, ... for ``check_every = k``). With a
+    :class:`SharedBudget` one parameter serves the batch, its ``penalty`` is added to the
+    loss, and the loop stops once every sample is done. ``input_transform`` (e.g.
+    8-bit quantisation, input diversity) sits between the attacked image and the objective.
     """
 
     def __init__(
         self,
-        eps: float,
-        alpha: float,
-        steps: int,
+        budget: Budget | SharedBudget,
         update: UpdateRule,
-        diversity: InputTransform | None = None,
+        step_size: float,
+        steps: int,
+        input_transform: Transform | None = None,
         smoothing: GradientSmoothing | None = None,
         random_start: bool = False,
         check_every: int = 1,
@@ -76,205 +74,118 @@ class IterativeAttack:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
-        self.budget = LinfBudget(eps)
-        self.alpha = float(alpha)
-        self.steps = int(steps)
+        self.budget = budget
         self.update = update
-        self.diversity = diversity
+        self.step_size = float(step_size)
+        self.steps = int(steps)
+        self.input_transform = input_transform
         self.smoothing = smoothing
         self.random_start = bool(random_start)
         self.check_every = int(check_every)
 
-    @property
-    def eps(self) -> float:
-        """The L-infinity budget."""
-        return self.budget.eps
-
     def run(
         self,
         x: Tensor,
-        objective: ObjectiveFn,
+        objective: Objective,
+        ctx: TransformContext | None = None,
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> AttackResult:
         """Attack the batch ``x`` ``[B, C, H, W]`` in ``[0, 1]``.
 
-        ``mask`` (broadcastable to ``x``, e.g. ``[B, 1, H, W]`` or ``[1, 1, H, W]``, values in
-        ``[0, 1]``) restricts where the perturbation lives. ``generator`` drives the random
-        start and the input diversity; without one a generator seeded with 0 is used.
+        ``ctx`` carries per-sample side data (``ctx["input"]`` is set to ``x``). ``mask``
+        (broadcastable to ``x``, values in ``[0, 1]``) restricts where an additive
+        perturbation lives. Without ``generator`` one seeded with 0 is used.
         """
-        if generator is None:
-            generator = torch.Generator().manual_seed(0)
+        gen = torch.Generator().manual_seed(0) if generator is None else generator
         x = x.detach()
-        batch = x.shape[0]
-        device = x.device
-        if mask is not None:
-            mask = mask.detach().to(device=device, dtype=x.dtype)
-            torch.broadcast_shapes(mask.shape, x.shape)
-        start = self.budget.random_start(x, generator) if self.random_start else None
-        delta = torch.zeros_like(x) if start is None else start
-
+        ctx = TransformContext.of_batch(x.shape[0], x.device) if ctx is None else ctx
+        if len(ctx) != x.shape[0]:
+            raise ValueError(f"context has {len(ctx)} rows for a batch of {x.shape[0]}")
+        ctx = ctx if INPUT in ctx else ctx.with_data(**{INPUT: x})
         self.update.reset()
+        if isinstance(self.budget, SharedBudget):
+            return self._run_shared(self.budget, x, objective, ctx, gen)
+        if mask is not None:
+            mask = mask.detach().to(device=x.device, dtype=x.dtype)
+            torch.broadcast_shapes(mask.shape, x.shape)
+        return self._run_additive(self.budget, x, objective, ctx, mask, gen)
+
+    def _evaluate(
+        self, x_adv: Tensor, objective: Objective, ctx: TransformContext, gen: torch.Generator
+    ) -> ObjectiveValue:
+        x_in = x_adv if self.input_transform is None else self.input_transform(x_adv, ctx, gen)
+        return _checked(objective(x_in, ctx, gen), x_adv.shape[0])
+
+    def _direction(self, grad: Tensor, index: Tensor) -> Tensor:
+        if self.smoothing is not None:
+            grad = self.smoothing(grad)
+        return self.update.direction(grad, index)
+
+    def _run_additive(
+        self,
+        budget: Budget,
+        x: Tensor,
+        objective: Objective,
+        ctx: TransformContext,
+        mask: Tensor | None,
+        gen: torch.Generator,
+    ) -> AttackResult:
+        batch, device = x.shape[0], x.device
+        delta = budget.random_start(x, gen) if self.random_start else torch.zeros_like(x)
         active = torch.arange(batch, device=device)
         steps_run = torch.zeros(batch, dtype=torch.int64, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         history: list[float] = []
-
         for step in range(self.steps):
             current = delta[active].clone().requires_grad_(True)
             rows_mask = _mask_rows(mask, active, x)
             effective = current if rows_mask is None else current * rows_mask
-            x_adv = x[active] + effective
-            x_in = x_adv if self.diversity is None else self.diversity(x_adv, generator)
-            out = objective(x_in, active)
-            count = active.numel()
-            if out.loss.shape != (count,) or out.done.shape != (count,):
-                raise ValueError(
-                    f"objective must return loss and done of shape [{count}], "
-                    f"got {tuple(out.loss.shape)} and {tuple(out.done.shape)}"
-                )
+            out = self._evaluate(x[active] + effective, objective, ctx.select(active), gen)
             history.append(float(out.loss.detach().mean().item()))
-
             finished = out.done.detach().to(device=device, dtype=torch.bool)
             if step % self.check_every != 0:
                 finished = torch.zeros_like(finished)
             done[active[finished]] = True
             keep = ~finished
             if not bool(keep.any()):
-                active = active[keep]
                 break
-
             (grad,) = torch.autograd.grad(out.loss[keep].sum(), current)
-            grad = grad[keep]
             index = active[keep]
-            if self.smoothing is not None:
-                grad = self.smoothing(grad)
-            direction = self.update.direction(grad, index)
-            stepped = current.detach()[keep] - self.alpha * direction
-            delta[index] = self.budget.project(stepped, x[index])
+            stepped = current.detach()[keep] - self.step_size * self._direction(grad[keep], index)
+            delta[index] = budget.project(stepped, x[index])
             steps_run[index] += 1
             active = index
-
         if mask is not None:
             delta = delta * mask
         return AttackResult(delta=delta.detach(), steps=steps_run, done=done, loss_history=history)
 
-
-def _default_alpha(eps: float, steps: int, alpha: float | None) -> float:
-    """``alpha`` if given, else ``2.5 * eps / steps`` (2/255 for eps 8/255 and 10 steps)."""
-    return 2.5 * eps / steps if alpha is None else alpha
-
-
-def fgsm(eps: float) -> IterativeAttack:
-    """FGSM: one signed-gradient step of size ``eps``."""
-    return IterativeAttack(eps=eps, alpha=eps, steps=1, update=SignUpdate())
-
-
-def ifgsm(
-    eps: float,
-    alpha: float | None = None,
-    steps: int = 10,
-    *,
-    random_start: bool = False,
-    check_every: int = 1,
-) -> IterativeAttack:
-    """I-FGSM (BIM; PGD with ``random_start=True``)."""
-    return IterativeAttack(
-        eps=eps,
-        alpha=_default_alpha(eps, steps, alpha),
-        steps=steps,
-        update=SignUpdate(),
-        random_start=random_start,
-        check_every=check_every,
-    )
-
-
-def mifgsm(
-    eps: float,
-    alpha: float | None = None,
-    steps: int = 10,
-    decay: float = 1.0,
-    *,
-    random_start: bool = False,
-    check_every: int = 1,
-) -> IterativeAttack:
-    """MI-FGSM: I-FGSM with gradient momentum."""
-    return IterativeAttack(
-        eps=eps,
-        alpha=_default_alpha(eps, steps, alpha),
-        steps=steps,
-        update=MomentumUpdate(decay),
-        random_start=random_start,
-        check_every=check_every,
-    )
-
-
-def difgsm(
-    eps: float,
-    alpha: float | None = None,
-    steps: int = 10,
-    prob: float = 0.7,
-    resize_rate: float = 1.1,
-    *,
-    random_start: bool = False,
-    check_every: int = 1,
-) -> IterativeAttack:
-    """DI-FGSM: I-FGSM on randomly resized and padded inputs."""
-    return IterativeAttack(
-        eps=eps,
-        alpha=_default_alpha(eps, steps, alpha),
-        steps=steps,
-        update=SignUpdate(),
-        diversity=InputDiversity(prob, resize_rate),
-        random_start=random_start,
-        check_every=check_every,
-    )
-
-
-def dimifgsm(
-    eps: float,
-    alpha: float | None = None,
-    steps: int = 10,
-    decay: float = 1.0,
-    prob: float = 0.7,
-    resize_rate: float = 1.1,
-    *,
-    random_start: bool = False,
-    check_every: int = 1,
-) -> IterativeAttack:
-    """DI-MI-FGSM (M-DI2-FGSM): input diversity plus momentum."""
-    return IterativeAttack(
-        eps=eps,
-        alpha=_default_alpha(eps, steps, alpha),
-        steps=steps,
-        update=MomentumUpdate(decay),
-        diversity=InputDiversity(prob, resize_rate),
-        random_start=random_start,
-        check_every=check_every,
-    )
-
-
-def ti_dimifgsm(
-    eps: float,
-    alpha: float | None = None,
-    steps: int = 10,
-    decay: float = 1.0,
-    prob: float = 0.7,
-    resize_rate: float = 1.1,
-    kernel_size: int = 7,
-    sigma: float = 3.0,
-    *,
-    random_start: bool = False,
-    check_every: int = 1,
-) -> IterativeAttack:
-    """TI-DI-MI-FGSM: input diversity, momentum and Gaussian gradient smoothing."""
-    return IterativeAttack(
-        eps=eps,
-        alpha=_default_alpha(eps, steps, alpha),
-        steps=steps,
-        update=MomentumUpdate(decay),
-        diversity=InputDiversity(prob, resize_rate),
-        smoothing=GradientSmoothing(kernel_size, sigma),
-        random_start=random_start,
-        check_every=check_every,
-    )
+    def _run_shared(
+        self,
+        budget: SharedBudget,
+        x: Tensor,
+        objective: Objective,
+        ctx: TransformContext,
+        gen: torch.Generator,
+    ) -> AttackResult:
+        batch, device = x.shape[0], x.device
+        param = budget.initial(x, gen)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        history: list[float] = []
+        steps_taken = 0
+        for step in range(self.steps):
+            current = param.clone().requires_grad_(True)
+            out = self._evaluate(budget.apply(current, x), objective, ctx, gen)
+            loss = out.loss.sum() + budget.penalty(current)
+            history.append(float(loss.detach().item()) / batch)
+            done = out.done.detach().to(device=device, dtype=torch.bool)
+            if step % self.check_every == 0 and bool(done.all()):
+                break
+            (grad,) = torch.autograd.grad(loss, current)
+            direction = self._direction(grad, torch.zeros(1, dtype=torch.long, device=device))
+            param = budget.project(current.detach() - self.step_size * direction, x)
+            steps_taken += 1
+        with torch.no_grad():
+            delta = budget.apply(param, x) - x
+        steps = torch.full((batch,), steps_taken, dtype=torch.int64, device=device)
+        return AttackResult(delta=delta, steps=steps, done=done, loss_history=history, param=param)

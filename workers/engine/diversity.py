@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-class InputTransform(Protocol):
-    """A random, differentiable image transform ``[B, C, H, W] -> [B, C, H, W]``."""
-
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor: ...
+from workers.engine.transforms import TransformContext
 
 
 def _randint(low: int, high: int, generator: torch.Generator) -> int:
@@ -38,18 +32,18 @@ class InputDiversity:
         self.prob = float(prob)
         self.resize_rate = float(resize_rate)
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(self, x: Tensor, ctx: TransformContext, gen: torch.Generator) -> Tensor:
         """Transform ``x`` ``[B, C, H, W]`` (identity with probability ``1 - prob``)."""
-        coin = torch.rand((1,), generator=generator, device=generator.device).item()
+        coin = torch.rand((1,), generator=gen, device=gen.device).item()
         if coin >= self.prob:
             return x
         height, width = x.shape[-2:]
         out_h, out_w = int(height * self.resize_rate), int(width * self.resize_rate)
-        new_h = _randint(height, out_h, generator)
-        new_w = _randint(width, out_w, generator)
+        new_h = _randint(height, out_h, gen)
+        new_w = _randint(width, out_w, gen)
         resized = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
-        top = _randint(0, out_h - new_h + 1, generator)
-        left = _randint(0, out_w - new_w + 1, generator)
+        top = _randint(0, out_h - new_h + 1, gen)
+        left = _randint(0, out_w - new_w + 1, gen)
         padded = F.pad(resized, (left, out_w - new_w - left, top, out_h - new_h - top))
         if (out_h, out_w) == (height, width):
             return padded

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workers.engine.transforms import TransformContext
+
 # ITU-T T.81 Annex K tables, as used by libjpeg (IJG) at quality 50.
 _LUMA_TABLE = [
     [16, 11, 10, 16, 24, 40, 51, 61],
@@ -85,20 +87,33 @@ def _from_blocks(blocks: Tensor) -> Tensor:
 class DifferentiableJpeg:
     """Differentiable JPEG round trip of an RGB batch ``[B, 3, H, W]`` in ``[0, 1]``.
 
+    As a transform it draws each sample's quality uniformly from the integers of
+    ``quality`` (inclusive); :meth:`compress` takes explicit qualities.
+
     RGB -> YCbCr, 4:2:0 chroma (2x2 average pool, bilinear upsampling like libjpeg's
     "fancy" upsampling), 8x8 DCT, quantisation with the IJG tables at each sample's
     quality, soft rounding, dequantisation, inverse DCT, back to RGB, clamp to ``[0, 1]``.
     Sides are padded (edge replicate) to multiples of 16 and cropped back.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quality: tuple[int, int] = (50, 95)) -> None:
+        low, high = quality
+        if not 1 <= low <= high <= 100:
+            raise ValueError(f"need 1 <= low <= high <= 100, got {quality}")
+        self.quality = (int(low), int(high))
         self._dct = dct_matrix(8)
         self._luma = torch.tensor(_LUMA_TABLE, dtype=torch.float64)
         self._chroma = torch.tensor(_CHROMA_TABLE, dtype=torch.float64)
         self._rgb_to_ycbcr = torch.tensor(_RGB_TO_YCBCR, dtype=torch.float64)
         self._ycbcr_to_rgb = torch.tensor(_YCBCR_TO_RGB, dtype=torch.float64)
 
-    def __call__(self, x: Tensor, quality: Tensor | float) -> Tensor:
+    def __call__(self, x: Tensor, ctx: TransformContext, gen: torch.Generator) -> Tensor:
+        """Compress each sample at a random quality from the configured range."""
+        low, high = self.quality
+        q = torch.randint(low, high + 1, (x.shape[0],), generator=gen, device=gen.device)
+        return self.compress(x, q.float())
+
+    def compress(self, x: Tensor, quality: Tensor | float) -> Tensor:
         """Compress and decompress ``x`` at ``quality`` (a number or a ``[B]`` tensor, 1..100)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected [B, 3, H, W], got {tuple(x.shape)}")

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workers.engine.transforms import TransformContext
+
 
 class RandomRescale:
     """Down-scale the batch by a factor drawn from ``[min_scale, max_scale]`` (bilinear,
@@ -18,9 +20,9 @@ class RandomRescale:
         self.min_scale = float(min_scale)
         self.max_scale = float(max_scale)
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(self, x: Tensor, ctx: TransformContext, gen: torch.Generator) -> Tensor:
         """Rescale ``x`` ``[B, C, H, W]``; one factor for the whole batch."""
-        u = torch.rand((1,), generator=generator, device=generator.device, dtype=torch.float64)
+        u = torch.rand((1,), generator=gen, device=gen.device, dtype=torch.float64)
         scale = self.min_scale + (self.max_scale - self.min_scale) * float(u.item())
         return self.at_scale(x, scale)
 

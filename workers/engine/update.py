@@ -1,14 +1,15 @@
-"""Update rules: turn a loss gradient into a step direction."""
+"""Optimisers: turn a loss gradient into the direction the attack steps along."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 
 class UpdateRule(Protocol):
-    """Maps the gradient of the active samples to the direction the attack steps along.
+    """Maps the gradient of the active samples to a step direction.
 
     The attack calls ``reset()`` at the start of every run, then ``direction`` once per
     iteration with the gradient ``[b, ...]`` of the active samples and their indices ``[b]``
@@ -20,8 +21,35 @@ class UpdateRule(Protocol):
     def direction(self, grad: Tensor, index: Tensor) -> Tensor: ...
 
 
+class PerSampleState:
+    """A tensor of state rows stored by sample index, grown on demand."""
+
+    def __init__(self) -> None:
+        self.rows: Tensor | None = None
+
+    def get(self, like: Tensor, index: Tensor) -> Tensor:
+        """The rows of ``index`` (zeros for samples never seen)."""
+        size = int(index.max().item()) + 1 if index.numel() else 0
+        rows = self.rows
+        if rows is None or rows.shape[1:] != like.shape[1:]:
+            rows = like.new_zeros((size, *like.shape[1:]))
+        elif rows.shape[0] < size:
+            grown = like.new_zeros((size, *like.shape[1:]))
+            grown[: rows.shape[0]] = rows
+            rows = grown
+        self.rows = rows
+        return rows[index]
+
+    def set(self, index: Tensor, values: Tensor) -> None:
+        """Store ``values`` as the rows of ``index`` (after ``get``)."""
+        assert self.rows is not None
+        self.rows[index] = values.detach()
+
+
 class SignUpdate:
     """FGSM / I-FGSM: the sign of the gradient."""
+
+    kind = "sign"
 
     def reset(self) -> None:
         """Nothing to reset: the rule is stateless."""
@@ -38,28 +66,50 @@ class MomentumUpdate:
     between iterations without disturbing the others.
     """
 
+    kind = "momentum_sign"
+
     def __init__(self, decay: float = 1.0) -> None:
         self.decay = float(decay)
-        self._velocity: Tensor | None = None
+        self._velocity = PerSampleState()
 
     def reset(self) -> None:
         """Forget the accumulated gradient."""
-        self._velocity = None
+        self._velocity = PerSampleState()
 
     def direction(self, grad: Tensor, index: Tensor) -> Tensor:
         """Accumulate the normalised gradient of samples ``index`` and return its sign."""
         index = index.to(grad.device)
-        size = int(index.max().item()) + 1 if index.numel() else 0
-        velocity = self._velocity
-        if velocity is None or velocity.shape[1:] != grad.shape[1:]:
-            velocity = grad.new_zeros((size, *grad.shape[1:]))
-        elif velocity.shape[0] < size:
-            grown = grad.new_zeros((size, *grad.shape[1:]))
-            grown[: velocity.shape[0]] = velocity
-            velocity = grown
         reduce_dims = tuple(range(1, grad.dim()))
         scale = grad.abs().mean(dim=reduce_dims, keepdim=True).clamp_min(1e-12)
-        updated = self.decay * velocity[index] + grad / scale
-        velocity[index] = updated.detach()
-        self._velocity = velocity
+        updated = self.decay * self._velocity.get(grad, index) + grad / scale
+        self._velocity.set(index, updated)
         return updated.sign()
+
+
+class AdamUpdate:
+    """Adam (Kingma & Ba) per sample: ``m_hat / (sqrt(v_hat) + eps)`` as the direction."""
+
+    kind = "adam"
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the moments and step counts."""
+        self._m, self._v, self._t = PerSampleState(), PerSampleState(), PerSampleState()
+
+    def direction(self, grad: Tensor, index: Tensor) -> Tensor:
+        """The bias-corrected Adam step of samples ``index``."""
+        index = index.to(grad.device)
+        count = torch.ones((grad.shape[0],), device=grad.device, dtype=grad.dtype)
+        t = self._t.get(count, index) + 1.0
+        m = self.beta1 * self._m.get(grad, index) + (1.0 - self.beta1) * grad
+        v = self.beta2 * self._v.get(grad, index) + (1.0 - self.beta2) * grad * grad
+        self._t.set(index, t)
+        self._m.set(index, m)
+        self._v.set(index, v)
+        shape = (-1, *([1] * (grad.dim() - 1)))
+        m_hat = m / (1.0 - self.beta1 ** t.view(shape))
+        v_hat = v / (1.0 - self.beta2 ** t.view(shape))
+        return m_hat / (v_hat.sqrt() + self.eps)

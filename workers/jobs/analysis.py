@@ -9,7 +9,7 @@ import torch
 
 from models.alignment import align
 from models.detection import Face
-from workers.jobs import runtime
+from workers.jobs.runtime import Runtime
 
 
 @dataclass
@@ -20,15 +20,15 @@ class FoundFaces:
     too_small: list[Face]
 
 
-def find_faces(rgb: np.ndarray, min_size: int) -> FoundFaces:
+def find_faces(runtime: Runtime, rgb: np.ndarray, min_size: int) -> FoundFaces:
     """Detect every face; split by the minimum face size (shorter box side, pixels)."""
-    found = runtime.detector().detect(rgb)
+    found = runtime.detect(rgb, min_size)
     keep = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
     small = [f for f in found if f not in keep]
     return FoundFaces(keep, small)
 
 
-def embed(rgb: np.ndarray, faces: list[Face], model: str) -> np.ndarray:
+def embed(runtime: Runtime, rgb: np.ndarray, faces: list[Face], model: str) -> np.ndarray:
     """Unit embeddings [n, d] of ``faces`` with recognizer ``model`` (numpy alignment)."""
     rec = runtime.recognizer(model)
     if not faces:
@@ -36,7 +36,7 @@ def embed(rgb: np.ndarray, faces: list[Face], model: str) -> np.ndarray:
     crops = np.stack([align(rgb, f.landmarks, rec.input_size, rec.spec.crop_scale) for f in faces])
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
     with torch.no_grad():
-        out = rec(x.to(runtime.device()))
+        out = rec(x.to(runtime.device))
     return out.cpu().numpy()
 
 

@@ -25,12 +25,13 @@ import torch
 
 from facecloak.contract.options import ProtectOptions
 from facecloak.images import decode_image, encode_image
-from facecloak.settings import get_settings
-from workers.jobs import conditions, runtime
+from workers.jobs import conditions
 from workers.jobs.analysis import embed, find_faces, match_faces
 from workers.jobs.faceset import LabelledPhoto, load_faceset
-from workers.jobs.protect import build_cloaker, face_inputs
+from workers.jobs.protect.config import cloak_config
+from workers.jobs.protect.job import build_cloaker, face_inputs
 from workers.jobs.quality import psnr, ssim
+from workers.jobs.runtime import Runtime
 from workers.jobs.verify import face_region, scaled_face
 
 
@@ -45,7 +46,8 @@ class BenchConfig:
     conditions: tuple[str, ...] = ("saved", "jpeg75", "jpeg50", "resize0.5", "makeup")
     limit: int | None = None
     seed: int = 0
-    overrides: dict[str, Any] = field(default_factory=dict)  # CloakConfig fields (tuning)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """CloakConfig or AttackSpec fields (tuning)."""
 
 
 def _attack_sets(cfg: BenchConfig) -> list[list[str]]:
@@ -55,39 +57,46 @@ def _attack_sets(cfg: BenchConfig) -> list[list[str]]:
 
 
 def _best_match(
-    rgb: np.ndarray, ref: LabelledPhoto, enrolled: dict[str, np.ndarray], scale: float
+    runtime: Runtime,
+    rgb: np.ndarray,
+    ref: LabelledPhoto,
+    enrolled: dict[str, np.ndarray],
+    scale: float,
 ) -> dict[str, float | None]:
     """Best similarity to an enrolled photo of the probe's face in ``rgb``, per model."""
     assert ref.face is not None
-    found = runtime.detector().detect(rgb)
-    face = match_faces([scaled_face(ref.face, scale)], found)[0]
+    face = match_faces([scaled_face(ref.face, scale)], runtime.detect(rgb))[0]
     out: dict[str, float | None] = {}
     for m, gallery in enrolled.items():
-        out[m] = None if face is None else float((embed(rgb, [face], m)[0] @ gallery.T).max())
+        sims = None if face is None else embed(runtime, rgb, [face], m)[0] @ gallery.T
+        out[m] = None if sims is None else float(sims.max())
     return out
 
 
-def run_bench(cfg: BenchConfig, attack_sets: list[list[str]] | None = None) -> dict[str, Any]:
+def run_bench(
+    cfg: BenchConfig, runtime: Runtime, attack_sets: list[list[str]] | None = None
+) -> dict[str, Any]:
     """Run the benchmark and return the JSON-ready result."""
-    photos = load_faceset(cfg.faces)
+    photos = load_faceset(runtime, cfg.faces)
     by_person: dict[str, list[LabelledPhoto]] = {}
     for p in photos:
         by_person.setdefault(p.person, []).append(p)
     probes = [p for p in photos if len(by_person[p.person]) >= 2 and p.face is not None]
     probes = probes[: cfg.limit] if cfg.limit else probes
     emb = {
-        m: {str(p.path): embed(p.rgb, [p.face], m)[0] for p in photos if p.face} for m in cfg.models
+        m: {str(p.path): embed(runtime, p.rgb, [p.face], m)[0] for p in photos if p.face}
+        for m in cfg.models
     }
     thr = {m: runtime.threshold(m) for m in cfg.models}
     runs = []
     for surrogates in attack_sets or _attack_sets(cfg):
-        runs.append(_run_attack(cfg, surrogates, probes, by_person, emb, thr))
+        runs.append(_run_attack(runtime, cfg, surrogates, probes, by_person, emb, thr))
     return {
         "faces_dir": str(cfg.faces),
         "probes": len(probes),
         "strength": cfg.strength,
         "thresholds": thr,
-        "device": str(runtime.device()),
+        "device": str(runtime.device),
         "threads": torch.get_num_threads(),
         "runs": runs,
         "summary": _summary(cfg, runs),
@@ -95,7 +104,27 @@ def run_bench(cfg: BenchConfig, attack_sets: list[list[str]] | None = None) -> d
     }
 
 
+def _enrolled(
+    cfg: BenchConfig,
+    p: LabelledPhoto,
+    by_person: dict[str, list[LabelledPhoto]],
+    emb: dict[str, dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """Per model, the embeddings of the probe person's other photos."""
+    return {
+        m: np.stack(
+            [
+                emb[m][str(e.path)]
+                for e in by_person[p.person]
+                if e is not p and str(e.path) in emb[m]
+            ]
+        )
+        for m in cfg.models
+    }
+
+
 def _run_attack(
+    runtime: Runtime,
     cfg: BenchConfig,
     surrogates: list[str],
     probes: list[LabelledPhoto],
@@ -104,36 +133,30 @@ def _run_attack(
     thr: dict[str, float],
 ) -> dict[str, Any]:
     opts = ProtectOptions(strength=cfg.strength, seed=cfg.seed, surrogates=surrogates)  # type: ignore[arg-type]
-    cloaker = build_cloaker(opts)
-    for key, value in cfg.overrides.items():
-        setattr(cloaker.cfg, key, value)
+    config = cloak_config(opts).with_overrides(cfg.overrides)
+    cloaker = build_cloaker(opts, runtime, config)
     rows = []
     for n, p in enumerate(probes):
-        enrolled = {
-            m: np.stack(
-                [
-                    emb[m][str(e.path)]
-                    for e in by_person[p.person]
-                    if e is not p and str(e.path) in emb[m]
-                ]
-            )
-            for m in cfg.models
-        }
+        enrolled = _enrolled(cfg, p, by_person, emb)
         clean = {m: float((emb[m][str(p.path)] @ enrolled[m].T).max()) for m in cfg.models}
-        found = find_faces(p.rgb, get_settings().min_face_size)
+        found = find_faces(runtime, p.rgb, runtime.min_face_size)
         faces = found.faces or ([p.face] if p.face else [])
-        inputs = face_inputs(p.rgb, faces, cloaker.cfg.eot_makeup)
+        inputs = face_inputs(runtime, p.rgb, faces, config.makeup)
         t0 = time.perf_counter()
         result = cloaker.protect(p.rgb, inputs, cfg.seed)
         seconds = time.perf_counter() - t0
-        img = decode_image(p.path.read_bytes())
-        saved = decode_image(encode_image(result.rgb, img)).rgb
+        img = decode_image(p.path.read_bytes(), runtime.max_pixels)
+        saved = decode_image(encode_image(result.rgb, img), runtime.max_pixels).rgb
         after: dict[str, dict[str, float | None]] = {}
         clean_cond: dict[str, dict[str, float | None]] = {}
         for cond in cfg.conditions:
             s = conditions.scale_of(cond)
-            after[cond] = _best_match(conditions.apply(saved, cond), p, enrolled, s)
-            clean_cond[cond] = _best_match(conditions.apply(p.rgb, cond), p, enrolled, s)
+            after[cond] = _best_match(
+                runtime, conditions.apply(runtime, saved, cond), p, enrolled, s
+            )
+            clean_cond[cond] = _best_match(
+                runtime, conditions.apply(runtime, p.rgb, cond), p, enrolled, s
+            )
         assert p.face is not None
         print(f"[{'+'.join(surrogates)}] {n + 1}/{len(probes)} {p.path.name} "
               f"{seconds:.1f}s steps {result.steps}", file=sys.stderr, flush=True)  # fmt: skip

@@ -18,11 +18,12 @@ import numpy as np
 
 from workers.jobs.analysis import embed
 from workers.jobs.faceset import LabelledPhoto
+from workers.jobs.runtime import Runtime
 
 
-def embeddings(photos: list[LabelledPhoto], model: str) -> np.ndarray:
+def embeddings(runtime: Runtime, photos: list[LabelledPhoto], model: str) -> np.ndarray:
     """[n, d] unit embeddings of the labelled face of each photo (faceless photos excluded)."""
-    rows = [embed(p.rgb, [p.face], model)[0] for p in photos if p.face is not None]
+    rows = [embed(runtime, p.rgb, [p.face], model)[0] for p in photos if p.face is not None]
     return np.stack(rows)
 
 
@@ -34,29 +35,33 @@ def threshold_at_far(negatives: np.ndarray, far: float) -> float:
 
 
 def pair_scores(
-    labelled: list[LabelledPhoto], unknown: list[LabelledPhoto], model: str
+    runtime: Runtime, labelled: list[LabelledPhoto], unknown: list[LabelledPhoto], model: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positive, negative) similarity scores for ``model``."""
     lab = [p for p in labelled if p.face is not None]
-    e = embeddings(lab, model)
+    e = embeddings(runtime, lab, model)
     people = np.array([p.person for p in lab])
     sim = e @ e.T
     iu = np.triu_indices(len(lab), 1)
     same = people[iu[0]] == people[iu[1]]
     pos, neg = sim[iu][same], sim[iu][~same]
     if unknown:
-        u = embeddings(unknown, model)
+        u = embeddings(runtime, unknown, model)
         neg = np.concatenate([neg, (e @ u.T).ravel()])
     return pos, neg
 
 
 def calibrate(
-    labelled: list[LabelledPhoto], unknown: list[LabelledPhoto], models: list[str], far: float
+    runtime: Runtime,
+    labelled: list[LabelledPhoto],
+    unknown: list[LabelledPhoto],
+    models: list[str],
+    far: float,
 ) -> dict[str, Any]:
     """Thresholds and clean true-accept rates for ``models``."""
     out: dict[str, Any] = {}
     for m in models:
-        pos, neg = pair_scores(labelled, unknown, m)
+        pos, neg = pair_scores(runtime, labelled, unknown, m)
         t = threshold_at_far(neg, far)
         out[m] = {
             "threshold": round(t, 6),
@@ -69,7 +74,7 @@ def calibrate(
 
 
 def write_thresholds(path: Path, table: dict[str, Any], far: float, sources: list[str]) -> None:
-    """Save the thresholds file read by ``workers.jobs.runtime.thresholds``."""
+    """Save a thresholds file (``Runtime.user_thresholds_file()`` is the one read back)."""
     doc = {
         "far": far,
         "method": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from models.landmarks106 import GROUPS
-from workers.engine import MakeupFilter
-from workers.jobs import runtime
+from workers.jobs.protect.makeup import MakeupFilter
+from workers.jobs.runtime import Runtime
 
 CONDITIONS: tuple[str, ...] = ("saved", "jpeg90", "jpeg75", "jpeg50", "resize0.5", "makeup")
 
@@ -31,9 +31,9 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def apply_makeup(rgb: np.ndarray) -> np.ndarray:
+def apply_makeup(runtime: Runtime, rgb: np.ndarray) -> np.ndarray:
     """Apply fixed lipstick, eyeshadow and blush to every detected face."""
-    faces = runtime.detector().detect(rgb)
+    faces = runtime.detect(rgb)
     if not faces:
         return rgb
     lm = np.stack([runtime.landmarks106().predict(rgb, f) for f in faces])
@@ -47,16 +47,18 @@ def apply_makeup(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def apply(rgb: np.ndarray, condition: str) -> np.ndarray:
-    """The photo after ``condition``."""
+def apply(runtime: Runtime, rgb: np.ndarray, condition: str) -> np.ndarray:
+    """The photo after ``condition`` (makeup needs the runtime's landmark model)."""
     if condition == "saved":
         return rgb
     if condition.startswith("jpeg"):
         return jpeg(rgb, int(condition[4:]))
     if condition == "resize0.5":
         h, w = rgb.shape[:2]
-        small = Image.fromarray(rgb).resize((max(1, w // 2), max(1, h // 2)), Image.LANCZOS)
+        small = Image.fromarray(rgb).resize(
+            (max(1, w // 2), max(1, h // 2)), Image.Resampling.LANCZOS
+        )
         return np.asarray(small)
     if condition == "makeup":
-        return apply_makeup(rgb)
+        return apply_makeup(runtime, rgb)
     raise ValueError(f"unknown condition {condition!r}")

@@ -20,11 +20,12 @@ def preview_strip(before: np.ndarray, after: np.ndarray, max_width: int = 1800) 
     img = Image.fromarray(strip)
     if img.width > max_width:
         img = img.resize(
-            (max_width, max(1, round(img.height * max_width / img.width))), Image.LANCZOS
+            (max_width, max(1, round(img.height * max_width / img.width))), Image.Resampling.LANCZOS
         )
     return img
 
 
-def write_preview(original: bytes, protected: bytes, path: Path) -> None:
+def write_preview(original: bytes, protected: bytes, path: Path, max_pixels: int) -> None:
     """Write the preview PNG for two encoded photos."""
-    preview_strip(decode_image(original).rgb, decode_image(protected).rgb).save(path, "PNG")
+    before = decode_image(original, max_pixels).rgb
+    preview_strip(before, decode_image(protected, max_pixels).rgb).save(path, "PNG")

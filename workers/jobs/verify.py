@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
+from facecloak.contract.reports import Calibration, ConditionCheck, FaceVerification, Verification
 from facecloak.images import decode_image
 from models.detection import Face
-from workers.jobs import conditions, runtime
+from workers.jobs import conditions
 from workers.jobs.analysis import embed, find_faces, match_faces
 from workers.jobs.quality import finite, psnr, ssim
+from workers.jobs.runtime import Runtime
+
+Similarities = dict[str, list[float | None]]
 
 
 def scaled_face(face: Face, s: float) -> Face:
@@ -25,24 +28,21 @@ def scaled_face(face: Face, s: float) -> Face:
 
 
 def _similarities(
-    rgb: np.ndarray, ref_faces: list[Face], ref_emb: dict[str, np.ndarray], scale: float
-) -> dict[str, list[float | None]]:
+    runtime: Runtime,
+    rgb: np.ndarray,
+    ref_faces: list[Face],
+    ref_emb: dict[str, np.ndarray],
+    scale: float,
+) -> Similarities:
     """Cosine similarity of each reference face with its re-detected face in ``rgb``."""
-    found = runtime.detector().detect(rgb)
-    matched = match_faces([scaled_face(f, scale) for f in ref_faces], found)
+    matched = match_faces([scaled_face(f, scale) for f in ref_faces], runtime.detect(rgb))
     present = [f for f in matched if f is not None]
-    out: dict[str, list[float | None]] = {}
+    out: Similarities = {}
     for model, ref in ref_emb.items():
-        emb = embed(rgb, present, model)
-        sims: list[float | None] = []
-        j = 0
-        for i, f in enumerate(matched):
-            if f is None:
-                sims.append(None)
-            else:
-                sims.append(float(emb[j] @ ref[i]))
-                j += 1
-        out[model] = sims
+        emb = iter(embed(runtime, rgb, present, model))
+        out[model] = [
+            None if f is None else float(next(emb) @ ref[i]) for i, f in enumerate(matched)
+        ]
     return out
 
 
@@ -55,14 +55,46 @@ def face_region(face: Face, shape: tuple[int, ...], grow: float = 0.1) -> tuple[
     return ys, xs
 
 
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def _check(clean: float | None, protected: float | None, threshold: float) -> ConditionCheck:
+    return ConditionCheck(
+        clean_similarity=_r(clean),
+        protected_similarity=_r(protected),
+        threshold=round(threshold, 4),
+        detected=protected is not None,
+        matched=protected is not None and protected >= threshold,
+    )
+
+
+def _face_rows(
+    original: np.ndarray, protected: np.ndarray, ref_faces: list[Face], models: list[str]
+) -> list[FaceVerification]:
+    rows = []
+    for f in ref_faces:
+        ys, xs = face_region(f, original.shape)
+        rows.append(
+            FaceVerification(
+                box=[round(float(v), 1) for v in f.box],
+                psnr=finite(psnr(original[ys, xs], protected[ys, xs])),
+                ssim=round(ssim(original[ys, xs], protected[ys, xs]), 4),
+                models={m: {} for m in models},
+            )
+        )
+    return rows
+
+
 def verify_arrays(
+    runtime: Runtime,
     original: np.ndarray,
     protected: np.ndarray,
     models: list[str],
     min_face_size: int,
     condition_names: tuple[str, ...] = conditions.CONDITIONS,
     ref_faces: list[Face] | None = None,
-) -> dict[str, Any]:
+) -> Verification:
     """The verification table for two decoded photos of the same size.
 
     ``ref_faces`` are the original's faces when the caller has already detected them.
@@ -74,94 +106,73 @@ def verify_arrays(
             f"{protected.shape[1]}x{protected.shape[0]}"
         )
     if ref_faces is None:
-        ref_faces = find_faces(original, min_face_size).faces
-    ref_emb = {m: embed(original, ref_faces, m) for m in models}
+        ref_faces = find_faces(runtime, original, min_face_size).faces
+    ref_emb = {m: embed(runtime, original, ref_faces, m) for m in models}
     thr = {m: runtime.threshold(m) for m in models}
-    faces: list[dict[str, Any]] = []
-    for f in ref_faces:
-        ys, xs = face_region(f, original.shape)
-        faces.append(
-            {
-                "box": [round(float(v), 1) for v in f.box],
-                "psnr": finite(psnr(original[ys, xs], protected[ys, xs])),
-                "ssim": round(ssim(original[ys, xs], protected[ys, xs]), 4),
-                "models": {m: {} for m in models},
-            }
-        )
+    faces = _face_rows(original, protected, ref_faces, models)
     for cond in condition_names:
         s = conditions.scale_of(cond)
-        clean = _similarities(conditions.apply(original, cond), ref_faces, ref_emb, s)
-        prot = _similarities(conditions.apply(protected, cond), ref_faces, ref_emb, s)
+        clean = _similarities(
+            runtime, conditions.apply(runtime, original, cond), ref_faces, ref_emb, s
+        )
+        prot = _similarities(
+            runtime, conditions.apply(runtime, protected, cond), ref_faces, ref_emb, s
+        )
         for i, face in enumerate(faces):
             for m in models:
-                p = prot[m][i]
-                face["models"][m][cond] = {
-                    "clean_similarity": _r(clean[m][i]),
-                    "protected_similarity": _r(p),
-                    "threshold": round(thr[m], 4),
-                    "detected": p is not None,
-                    "matched": p is not None and p >= thr[m],
-                }
-    summary = {
-        m: {
-            cond: sum(1 for f in faces if f["models"][m][cond]["matched"])
-            for cond in condition_names
-        }
-        for m in models
-    }
-    return {
-        "faces": faces,
-        "matched_faces": summary,
-        "psnr": finite(psnr(original, protected)),
-        "ssim": round(ssim(original, protected), 4),
-        "conditions": list(condition_names),
-        "thresholds": {m: runtime.thresholds().get(m) for m in models},
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 4)
+                face.models[m][cond] = _check(clean[m][i], prot[m][i], thr[m])
+    calibration = runtime.thresholds()
+    return Verification(
+        faces=faces,
+        matched_faces={
+            m: {c: sum(f.models[m][c].matched for f in faces) for c in condition_names}
+            for m in models
+        },
+        psnr=finite(psnr(original, protected)),
+        ssim=round(ssim(original, protected), 4),
+        conditions=list(condition_names),
+        thresholds={
+            m: Calibration.model_validate(calibration[m]) if m in calibration else None
+            for m in models
+        },
+        seconds=round(time.perf_counter() - start, 2),
+    )
 
 
 def verify_pair(
-    original: bytes, protected: bytes, models: list[str] | None = None
-) -> dict[str, Any]:
+    original: bytes, protected: bytes, models: list[str] | None, runtime: Runtime
+) -> Verification:
     """Verification table for two encoded photos (``facecloak verify``, ``POST /v1/verify``)."""
-    from facecloak.settings import get_settings
-
-    settings = get_settings()
-    a = decode_image(original, settings.max_pixels).rgb
-    b = decode_image(protected, settings.max_pixels).rgb
-    names = models or default_models()
-    return verify_arrays(a, b, names, settings.min_face_size)
+    a = decode_image(original, runtime.max_pixels).rgb
+    b = decode_image(protected, runtime.max_pixels).rgb
+    names = models or default_models(runtime)
+    return verify_arrays(runtime, a, b, names, runtime.min_face_size)
 
 
-def default_models() -> list[str]:
+def default_models(runtime: Runtime) -> list[str]:
     """Every recognizer with a calibrated threshold."""
     return list(runtime.thresholds().keys()) or ["w600k_mbf", "sface", "facenet"]
 
 
-def format_table(table: dict[str, Any]) -> str:
+def format_table(table: Verification) -> str:
     """The verification table as plain text, a block per face."""
     lines = [
-        f"photo PSNR {table['psnr']} dB, SSIM {table['ssim']}, "
-        f"{len(table['faces'])} face(s), {table['seconds']} s"
+        f"photo PSNR {table.psnr} dB, SSIM {table.ssim}, "
+        f"{len(table.faces)} face(s), {table.seconds} s"
     ]
-    for i, face in enumerate(table["faces"]):
-        lines.append(f"face {i + 1} box {face['box']} PSNR {face['psnr']} dB SSIM {face['ssim']}")
+    for i, face in enumerate(table.faces):
+        lines.append(f"face {i + 1} box {face.box} PSNR {face.psnr} dB SSIM {face.ssim}")
         lines.append(
             f"  {'model':<12} {'condition':<10} {'clean':>7} {'protected':>9} {'thresh':>7}"
             "  matched"
         )
-        for model, conds in face["models"].items():
+        for model, conds in face.models.items():
             for cond, row in conds.items():
-                prot = row["protected_similarity"]
-                clean = row["clean_similarity"]
+                prot, clean = row.protected_similarity, row.clean_similarity
                 lines.append(
                     f"  {model:<12} {cond:<10} {'-' if clean is None else f'{clean:.3f}':>7} "
                     f"{'not found' if prot is None else f'{prot:.3f}':>9} "
-                    f"{row['threshold']:>7.3f}  "
-                    f"{'YES' if row['matched'] else 'no'}"
+                    f"{row.threshold:>7.3f}  "
+                    f"{'YES' if row.matched else 'no'}"
                 )
     return "\n".join(lines)

@@ -1,13 +1,24 @@
-"""Differentiable makeup simulation (lipstick, eyeshadow, blush) placed by facial landmarks."""
+"""Differentiable makeup simulation (lipstick, eyeshadow, blush) placed by facial landmarks.
+
+As an engine transform, :class:`MakeupFilter` reads each sample's 106 landmarks from the
+context entry ``"landmarks106"``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from workers.engine import TransformContext
+
+LANDMARKS = "landmarks106"
+"""The context entry of the per-sample landmarks ``[B, 106, 2]``."""
+_CACHE_ROWS = 256
 
 # Plausible cosmetic colours, RGB in [0, 1].
 LIP_PALETTE: tuple[tuple[float, float, float], ...] = (
@@ -164,26 +175,29 @@ class MakeupFilter:
         self.shadow_raise = float(shadow_raise)
         self.blush_radii = blush_radii
         self.colour_jitter = float(colour_jitter)
-        self._cache: tuple[Tensor, int, int, dict[str, Tensor]] | None = None
+        self._cache: OrderedDict[tuple[bytes, int, int], dict[str, Tensor]] = OrderedDict()
 
     def masks(self, landmarks: Tensor, height: int, width: int) -> dict[str, Tensor]:
         """Soft masks ``[B, 1, H, W]`` in ``[0, 1]`` for ``"lips"``, ``"shadow"``, ``"blush"``.
 
-        The last result is cached and reused while the landmarks and size stay the same
-        (the usual case inside an attack loop).
+        Masks are cached per sample (by its landmarks and the size), so an attack loop that
+        draws different subsets of the same faces rasterises each face once.
         """
-        cached = self._cache
-        if (
-            cached is not None
-            and cached[1:3] == (height, width)
-            and cached[0].shape == landmarks.shape
-            and cached[0].device == landmarks.device
-            and torch.equal(cached[0], landmarks.detach())
-        ):
-            return cached[3]
-        result = self._build_masks(landmarks, height, width)
-        self._cache = (landmarks.detach().clone(), height, width, result)
-        return result
+        rows = landmarks.detach().to(device="cpu", dtype=torch.float32)
+        keys = [(row.numpy().tobytes(), height, width) for row in rows]
+        missing = sorted({i for i, key in enumerate(keys) if key not in self._cache})
+        if missing:
+            built = self._build_masks(landmarks[missing], height, width)
+            for j, i in enumerate(missing):
+                self._cache[keys[i]] = {name: m[j : j + 1] for name, m in built.items()}
+        for key in keys:
+            self._cache.move_to_end(key)
+        while len(self._cache) > _CACHE_ROWS:
+            self._cache.popitem(last=False)
+        return {
+            name: torch.cat([self._cache[key][name] for key in keys]).to(landmarks.device)
+            for name in REGIONS
+        }
 
     def _build_masks(self, landmarks: Tensor, height: int, width: int) -> dict[str, Tensor]:
         """Rasterise and feather the three regions."""
@@ -258,10 +272,11 @@ class MakeupFilter:
         }
         return self._blend(x, landmarks, colours, {name: alpha for name in REGIONS})
 
-    def __call__(self, x: Tensor, landmarks: Tensor, generator: torch.Generator) -> Tensor:
-        """Random makeup per sample: palette colours with jitter, an intensity per region
-        drawn from ``intensity_range``.
+    def __call__(self, x: Tensor, ctx: TransformContext, gen: torch.Generator) -> Tensor:
+        """Random makeup per sample (landmarks from ``ctx["landmarks106"]``): palette
+        colours with jitter, an intensity per region drawn from ``intensity_range``.
         """
+        landmarks, generator = ctx[LANDMARKS], gen
         batch = x.shape[0]
         colours: dict[str, Tensor] = {}
         alphas: dict[str, Tensor] = {}

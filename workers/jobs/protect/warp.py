@@ -1,10 +1,12 @@
-"""Differentiable affine warps of image batches in pixel coordinates."""
+"""Differentiable affine warps of image batches in pixel coordinates (face alignment)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from workers.engine import TransformContext
 
 
 def invert_affine(m: Tensor) -> Tensor:
@@ -53,3 +55,23 @@ def similarity_jitter(
     )  # [B,2,3]
     full = torch.cat([m, m.new_tensor([0.0, 0.0, 1.0]).expand(b, 1, 3)], dim=1)
     return jitter @ full
+
+
+class AlignWarp:
+    """Engine transform: warp each sample into a recognizer's aligned crop.
+
+    The per-sample ``2x3`` matrices (input pixels -> crop pixels) come from the context
+    entry ``key``; each is composed with a random similarity jitter (re-detection error).
+    """
+
+    def __init__(
+        self, key: str, size: int, scale: float = 0.05, shift: float = 3.0, degrees: float = 4.0
+    ) -> None:
+        self.key, self.size = key, int(size)
+        self.scale, self.shift, self.degrees = float(scale), float(shift), float(degrees)
+
+    def __call__(self, x: Tensor, ctx: TransformContext, gen: torch.Generator) -> Tensor:
+        """``[B, C, size, size]`` aligned, jittered crops."""
+        m = ctx[self.key].to(device=x.device, dtype=x.dtype)
+        m = similarity_jitter(m, self.size, self.scale, self.shift, self.degrees, gen)
+        return warp_affine(x, m, self.size)

@@ -1,0 +1,74 @@
+"""What the routes depend on: the app's :class:`State`, the caller's tenant, error docs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from facecloak.contract.context import Context
+from facecloak.contract.kinds import Probe
+from facecloak.settings import Settings
+from service.auth import API_KEY_HEADER, KeyRing
+from service.dispatch import Dispatcher
+from service.jobs import JobService
+from service.metrics import Metrics
+from service.ratelimit import RateLimiter
+from service.schemas import ErrorResponse
+
+KnownModels = Callable[[], Collection[str]]
+"""The recognizer names callers may choose (``None`` on the app: names are checked later,
+by the workers)."""
+
+
+@dataclass
+class State:
+    """Everything the routes use, built once per app by ``create_app``."""
+
+    settings: Settings
+    ctx: Context
+    dispatcher: Dispatcher
+    jobs: JobService
+    keys: KeyRing
+    limiter: RateLimiter
+    metrics: Metrics
+    readiness: Mapping[str, Probe] = field(default_factory=dict)
+    known_models: KnownModels | None = None
+
+
+def state(request: Request) -> State:
+    """The app's :class:`State`."""
+    st: State = request.app.state.fc
+    return st
+
+
+_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+
+def tenant(request: Request, key: Annotated[str | None, Depends(_api_key)] = None) -> str:
+    """The caller's tenant from ``X-API-Key`` (401 otherwise)."""
+    return state(request).keys.tenant(key)
+
+
+Tenant = Annotated[str, Depends(tenant)]
+St = Annotated[State, Depends(state)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        401: "Missing or invalid API key",
+        404: "No such job (or another tenant's)",
+        422: "Invalid request",
+        503: "A backend is unreachable",
+    }.items()
+}
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    400: {"model": ErrorResponse, "description": "Malformed multipart body"},
+    413: {"model": ErrorResponse, "description": "Too large (bytes, pixels, photos, zip)"},
+    415: {"model": ErrorResponse, "description": "Not a multipart body, or unsupported format"},
+    429: {"model": ErrorResponse, "description": "Rate limited (see Retry-After)"},
+}

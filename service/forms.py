@@ -1,0 +1,142 @@
+"""Multipart form parsing beside the routes: the body, uploads, job options, callback URL.
+
+Options are parsed for any job kind's options model: form fields named like the model's
+fields, or one JSON ``options`` field, or both (fields win); list fields take
+comma-separated values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from facecloak.settings import Settings
+from service.errors import ApiError
+
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+Options = TypeVar("Options", bound=BaseModel)
+
+
+async def read_form(request: Request, settings: Settings, max_files: int) -> FormData:
+    """The multipart body (413 past ``max_request_bytes``, 415 for another content type)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.max_request_bytes:
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"the request is {length} bytes; the limit is {settings.max_request_bytes}",
+        )
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
+    return await request.form(max_files=max_files, max_fields=100)
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The upload's bytes (413 past ``limit``)."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(
+            413, "file_too_large", f"{upload.filename!r} is larger than the limit of {limit} bytes"
+        )
+    return data
+
+
+async def read_files(form: FormData, name: str, limit: int) -> list[tuple[str, bytes]]:
+    """Every ``name`` part as (file name, bytes); 422 when a part is not a file."""
+    parts = form.getlist(name)
+    if any(not isinstance(p, UploadFile) for p in parts):
+        raise ApiError(422, f"invalid_{name}", f"{name!r} parts must be file uploads")
+    return [
+        (p.filename or "", await read_upload(p, limit)) for p in parts if isinstance(p, UploadFile)
+    ]
+
+
+def _json_options(form: FormData) -> dict[str, Any]:
+    text = form.get("options")
+    if text is None:
+        return {}
+    if not isinstance(text, str):
+        raise ApiError(422, "invalid_options", "'options' must be a JSON text field")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_options", f"'options' is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ApiError(422, "invalid_options", "'options' must be a JSON object")
+    return raw
+
+
+def _list_fields(model: type[BaseModel]) -> set[str]:
+    return {
+        name
+        for name, info in model.model_fields.items()
+        if getattr(info.annotation, "__origin__", None) is list
+    }
+
+
+def parse_options(form: FormData, model: type[Options], other_fields: Collection[str]) -> Options:
+    """``model`` from the form; 422 ``unknown_field`` / ``invalid_options`` otherwise."""
+    unknown = sorted(set(form.keys()) - set(model.model_fields) - {"options", *other_fields})
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown form field(s): {', '.join(unknown)}")
+    raw = _json_options(form)
+    lists = _list_fields(model)
+    for name in model.model_fields:
+        values = form.getlist(name)
+        if any(not isinstance(v, str) for v in values):
+            raise ApiError(422, "invalid_options", f"option {name!r} must be a text field")
+        if not values:
+            continue
+        if name in lists:
+            raw[name] = [x.strip() for v in values for x in str(v).split(",") if x.strip()]
+        else:
+            raw[name] = values[-1]
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"loc": [str(x) for x in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        raise ApiError(422, "invalid_options", "invalid options", {"errors": errors}) from exc
+
+
+def check_models(names: list[str], known: Collection[str] | None) -> None:
+    """422 ``unknown_model`` for a name that is not a known recognizer (skipped if unknown)."""
+    if known is None:
+        return
+    for name in names:
+        if name not in known:
+            raise ApiError(
+                422,
+                "unknown_model",
+                f"unknown face recognizer {name!r}; known: {', '.join(sorted(known))}",
+                {"model": name},
+            )
+
+
+def callback_url(form: FormData, allowed_hosts: str) -> str | None:
+    """The optional ``callback_url``: http(s), and on the allowed host list if there is one."""
+    url = form.get("callback_url")
+    if url is None or url == "":
+        return None
+    try:
+        parsed = urlparse(url) if isinstance(url, str) else None
+        host = parsed.hostname if parsed else None
+    except ValueError:
+        parsed = host = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not host or len(str(url)) > 2000:
+        raise ApiError(422, "invalid_callback_url", "callback_url must be an http(s) URL")
+    allowed = {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
+    if allowed and host.lower() not in allowed:
+        raise ApiError(
+            422,
+            "callback_host_not_allowed",
+            f"callback_url host {host!r} is not in the allowed list",
+        )
+    return str(url)

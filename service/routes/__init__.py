@@ -1,0 +1,12 @@
+"""The HTTP routes, one module per resource: jobs, verify, health (and metrics)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.routes import health, jobs, verify
+
+router = APIRouter()
+router.include_router(jobs.router)
+router.include_router(verify.router)
+router.include_router(health.router)

@@ -1,0 +1,99 @@
+"""``POST /v1/verify``: an original and a protected photo in, the verification report out."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from facecloak.contract.reports import Verification
+from service.deps import SUBMIT_ERRORS, St, State, Tenant
+from service.errors import ApiError
+from service.forms import check_models, read_form, read_upload
+from service.schemas import ErrorResponse
+from service.uploads import check_photo
+
+PHOTOS = ("original", "protected")
+
+VERIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": list(PHOTOS),
+                    "properties": {
+                        "original": {"type": "string", "format": "binary"},
+                        "protected": {"type": "string", "format": "binary"},
+                        "models": {"type": "string", "description": "Comma-separated models."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+router = APIRouter()
+
+
+async def _photos(form: FormData, limit: int) -> dict[str, bytes]:
+    blobs = {}
+    for name in PHOTOS:
+        part = form.get(name)
+        if not isinstance(part, UploadFile):
+            raise ApiError(422, "missing_file", f"send the {name!r} photo as a file part")
+        blobs[name] = await read_upload(part, limit)
+    return blobs
+
+
+def _models(form: FormData, st: State) -> list[str] | None:
+    field = form.get("models")
+    if not isinstance(field, str) or not field.strip():
+        return None
+    models = [m.strip() for m in field.split(",") if m.strip()]
+    check_models(models, st.known_models() if st.known_models else None)
+    return models
+
+
+def _store(blobs: dict[str, bytes], st: State) -> dict[str, str]:
+    """Check both photos (format, pixels) and put them in storage; their keys."""
+    keys = {}
+    for name, data in blobs.items():
+        photo = check_photo(name, data, st.settings)
+        if photo.error is not None:
+            raise ApiError(photo.status, photo.error.code, f"{name}: {photo.error.message}")
+        keys[name] = f"verify/{uuid.uuid4().hex}/{name}"
+        st.ctx.storage.put(keys[name], data)
+    return keys
+
+
+@router.post(
+    "/v1/verify",
+    response_model=Verification,
+    responses={**SUBMIT_ERRORS, 504: {"model": ErrorResponse, "description": "Timed out"}},
+    openapi_extra=VERIFY_BODY,
+    summary="Verify protection: two photos in, the verification table out",
+)
+async def verify(request: Request, st: St, who: Tenant) -> Verification:
+    """Compare an original and a protected photo face by face and model by model."""
+    st.limiter.check(who)
+    form = await read_form(request, st.settings, len(PHOTOS))
+    try:
+        blobs = await _photos(form, st.settings.max_upload_bytes)
+    finally:
+        await form.close()
+    models = _models(form, st)  # text fields stay readable after close
+    keys = _store(blobs, st)
+    try:
+        report = await run_in_threadpool(
+            st.dispatcher.verify, keys["original"], keys["protected"], models
+        )
+    except TimeoutError as exc:
+        raise ApiError(504, "verify_timeout", "verification did not finish in time") from exc
+    error = report.get("error")
+    if isinstance(error, dict) and "code" in error:
+        raise ApiError(422, str(error["code"]), str(error.get("message", "")))
+    return Verification.model_validate(report)

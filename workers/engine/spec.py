@@ -1,0 +1,224 @@
+"""The attack as data: :class:`AttackSpec`, the named presets, and how a spec is built.
+
+A job, its tests and its report all read the same spec: budget kind and eps, optimiser,
+step size, steps, input diversity, TI smoothing, the EOT list with probabilities, the
+early-stop margin and 8-bit quantisation in the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from workers.engine.attack import IterativeAttack
+from workers.engine.budget import Budget, L2Budget, LinfBudget, SharedBudget, TriggerBudget
+from workers.engine.diversity import InputDiversity
+from workers.engine.filters import GaussianBlur, MedianSmooth, Quantise8bit
+from workers.engine.jpeg import DifferentiableJpeg
+from workers.engine.rescale import RandomRescale
+from workers.engine.smoothing import GradientSmoothing
+from workers.engine.transforms import EOT, Compose, RandomApply, Transform
+from workers.engine.update import AdamUpdate, MomentumUpdate, SignUpdate, UpdateRule
+
+BudgetKind = Literal["linf", "l2", "trigger"]
+OptimizerKind = Literal["sign", "momentum", "adam"]
+TransformFactory = Callable[..., Transform]
+
+
+def _jpeg(quality: tuple[int, int] = (50, 95)) -> Transform:
+    return DifferentiableJpeg((int(quality[0]), int(quality[1])))
+
+
+def _rescale(scale: tuple[float, float] = (0.5, 1.0)) -> Transform:
+    return RandomRescale(*scale)
+
+
+TRANSFORMS: dict[str, TransformFactory] = {
+    "jpeg": _jpeg,
+    "rescale": _rescale,
+    "blur": GaussianBlur,
+    "median": MedianSmooth,
+    "quantise": Quantise8bit,
+    "diversity": InputDiversity,
+}
+"""Engine transforms an EOT step may name; jobs add their own (e.g. ``makeup``)."""
+
+
+@dataclass(frozen=True)
+class EotStep:
+    """One EOT transform: a name from the transform factories, applied per sample with
+    ``probability``; ``params`` are the factory's keyword arguments.
+    """
+
+    transform: str
+    probability: float
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Everything that defines an attack run (but not its objective)."""
+
+    eps: float
+    steps: int = 10
+    step_size: float | None = None
+    """Absolute step; None: ``2.5 * eps / steps`` (2/255 for eps 8/255 and 10 steps)."""
+    budget: BudgetKind = "linf"
+    optimizer: OptimizerKind = "sign"
+    momentum: float = 1.0
+    diversity: float = 0.0
+    """Input-diversity probability (DI); 0 turns it off."""
+    resize_rate: float = 1.1
+    ti_kernel: int = 0
+    """TI gradient smoothing kernel size; 0 turns it off."""
+    ti_sigma: float = 3.0
+    eot: tuple[EotStep, ...] = ()
+    eot_samples: int = 1
+    eot_keep_first_clean: bool = True
+    early_stop_margin: float = 0.0
+    quantise: bool = False
+    random_start: bool = False
+    check_every: int = 1
+    trigger_l1: float = 1e-3
+
+    @property
+    def alpha(self) -> float:
+        """The step size actually used."""
+        return 2.5 * self.eps / self.steps if self.step_size is None else self.step_size
+
+    @property
+    def name(self) -> str:
+        """The attack's usual name: FGSM, I-FGSM, PGD, MI-FGSM, DI-MI-FGSM, TI-DI-MI-FGSM, Adam."""
+        if self.optimizer == "adam":
+            return "Adam"
+        parts = ["TI"] * bool(self.ti_kernel) + ["DI"] * bool(self.diversity)
+        parts += ["MI"] * (self.optimizer == "momentum")
+        if parts:
+            return "-".join([*parts, "FGSM"])
+        if self.steps == 1:
+            return "FGSM"
+        return "PGD" if self.random_start else "I-FGSM"
+
+    def describe(self) -> str:
+        """A one-line summary, e.g. ``DI-MI-FGSM (L-inf) + EOT(makeup, rescale, jpeg)``."""
+        budget = {"linf": "L-inf", "l2": "L2", "trigger": "trigger"}[self.budget]
+        text = f"{self.name} ({budget})"
+        if self.eot and self.eot_samples > 1:
+            text += f" + EOT({', '.join(step.transform for step in self.eot)})"
+        return text + (" with 8-bit rounding" if self.quantise else "")
+
+    def with_(self, **changes: Any) -> AttackSpec:
+        """A copy with fields changed."""
+        return replace(self, **changes)
+
+
+def make_budget(spec: AttackSpec) -> Budget | SharedBudget:
+    """The spec's budget."""
+    if spec.budget == "linf":
+        return LinfBudget(spec.eps)
+    if spec.budget == "l2":
+        return L2Budget(spec.eps)
+    return TriggerBudget(spec.trigger_l1)
+
+
+def make_update(spec: AttackSpec) -> UpdateRule:
+    """The spec's optimiser."""
+    if spec.optimizer == "momentum":
+        return MomentumUpdate(spec.momentum)
+    if spec.optimizer == "adam":
+        return AdamUpdate()
+    return SignUpdate()
+
+
+def make_diversity(spec: AttackSpec) -> InputDiversity | None:
+    """DI input diversity, or None."""
+    return InputDiversity(spec.diversity, spec.resize_rate) if spec.diversity > 0 else None
+
+
+def make_smoothing(spec: AttackSpec) -> GradientSmoothing | None:
+    """TI gradient smoothing, or None."""
+    return GradientSmoothing(spec.ti_kernel, spec.ti_sigma) if spec.ti_kernel else None
+
+
+def make_eot(spec: AttackSpec, factories: Mapping[str, TransformFactory] | None = None) -> EOT:
+    """The EOT of the spec: each step as ``RandomApply(factory(**params), probability)``.
+
+    ``factories`` extend (or override) :data:`TRANSFORMS` with a job's own transforms.
+    """
+    known = {**TRANSFORMS, **(factories or {})}
+    steps: list[Transform] = []
+    for step in spec.eot:
+        if step.transform not in known:
+            raise KeyError(f"unknown EOT transform {step.transform!r}; known: {sorted(known)}")
+        steps.append(RandomApply(known[step.transform](**step.params), step.probability))
+    return EOT(Compose(steps), spec.eot_samples, spec.eot_keep_first_clean)
+
+
+def build_attack(
+    spec: AttackSpec, preprocess: Sequence[Transform] = (), diversity_at_input: bool = True
+) -> IterativeAttack:
+    """The attack loop of ``spec``. Between the attacked image and the objective sit, in
+    order: 8-bit quantisation (``spec.quantise``), the job's ``preprocess`` transforms and
+    DI (unless the job applies it elsewhere: ``diversity_at_input=False``).
+    """
+    pre: list[Transform] = [Quantise8bit()] if spec.quantise else []
+    pre.extend(preprocess)
+    diversity = make_diversity(spec)
+    if diversity is not None and diversity_at_input:
+        pre.append(diversity)
+    return IterativeAttack(
+        budget=make_budget(spec),
+        update=make_update(spec),
+        step_size=spec.alpha,
+        steps=spec.steps,
+        input_transform=Compose(pre) if pre else None,
+        smoothing=make_smoothing(spec),
+        random_start=spec.random_start,
+        check_every=spec.check_every,
+    )
+
+
+# --- the named attacks as presets of the spec ------------------------------------------------
+
+
+def fgsm(eps: float) -> AttackSpec:
+    """FGSM: one signed-gradient step of size ``eps``."""
+    return AttackSpec(eps=eps, steps=1, step_size=eps)
+
+
+def ifgsm(eps: float, steps: int = 10, **kw: Any) -> AttackSpec:
+    """I-FGSM (BIM; PGD with ``random_start=True``)."""
+    return AttackSpec(eps=eps, steps=steps, **kw)
+
+
+def mifgsm(eps: float, steps: int = 10, **kw: Any) -> AttackSpec:
+    """MI-FGSM: I-FGSM with gradient momentum."""
+    return AttackSpec(eps=eps, steps=steps, optimizer="momentum", **kw)
+
+
+def difgsm(eps: float, steps: int = 10, **kw: Any) -> AttackSpec:
+    """DI-FGSM: I-FGSM on randomly resized and padded inputs (probability 0.7)."""
+    return AttackSpec(eps=eps, steps=steps, **{"diversity": 0.7, **kw})
+
+
+def dimifgsm(eps: float, steps: int = 10, **kw: Any) -> AttackSpec:
+    """DI-MI-FGSM (M-DI2-FGSM): input diversity plus momentum."""
+    return AttackSpec(eps=eps, steps=steps, optimizer="momentum", **{"diversity": 0.7, **kw})
+
+
+def ti_dimifgsm(eps: float, steps: int = 10, **kw: Any) -> AttackSpec:
+    """TI-DI-MI-FGSM: input diversity, momentum and Gaussian gradient smoothing (7, 3)."""
+    return AttackSpec(
+        eps=eps, steps=steps, optimizer="momentum", **{"diversity": 0.7, "ti_kernel": 7, **kw}
+    )
+
+
+PRESETS: dict[str, Callable[..., AttackSpec]] = {
+    "fgsm": fgsm,
+    "ifgsm": ifgsm,
+    "mifgsm": mifgsm,
+    "difgsm": difgsm,
+    "dimifgsm": dimifgsm,
+    "ti_dimifgsm": ti_dimifgsm,
+}

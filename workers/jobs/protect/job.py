@@ -1,0 +1,191 @@
+"""The protect job: decode a photo, cloak every face, save it in its own format, verify, report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from facecloak.contract.options import JobError, PhotoOutcome, ProtectOptions
+from facecloak.contract.reports import (
+    FaceAttack,
+    ModelUse,
+    ProtectReport,
+    ReportError,
+    Seconds,
+)
+from facecloak.images import DecodedImage, ImageError, decode_image, encode_image
+from models.detection import Face
+from models.errors import ModelError
+from models.landmarks106 import GROUPS
+from workers.jobs.analysis import FoundFaces, find_faces
+from workers.jobs.decoys import DecoyPicker
+from workers.jobs.protect.cloak import Cloaker, CloakResult
+from workers.jobs.protect.config import CloakConfig, cloak_config
+from workers.jobs.protect.geometry import FaceInput
+from workers.jobs.protect.makeup import MakeupFilter
+from workers.jobs.protect.summary import attack_summary
+from workers.jobs.runtime import Runtime
+from workers.jobs.verify import verify_arrays
+
+Progress = Callable[[int, int], None]
+
+
+def check_models(options: ProtectOptions, runtime: Runtime) -> None:
+    """Raise ModelError for an unknown model or one that is not a recognizer."""
+    for name in [*options.surrogates, *options.eval_models]:
+        spec = runtime.store.spec(name)
+        if spec.role != "recognizer":
+            raise ModelError(f"model {name!r} is a {spec.role}, not a face recognizer")
+
+
+def _outcome(report: ProtectReport, faces: int = 0, output: bytes | None = None) -> PhotoOutcome:
+    error = None if report.error is None else JobError(**report.error.model_dump())
+    return PhotoOutcome(
+        filename=report.file,
+        status=report.status,
+        faces=faces,
+        output=output,
+        report=report.to_dict(),
+        error=error,
+    )
+
+
+def _refused(report: ProtectReport, status: str, code: str, message: str) -> PhotoOutcome:
+    error = ReportError(code=code, message=message)
+    return _outcome(report.model_copy(update={"status": status, "error": error}))
+
+
+def _no_face(report: ProtectReport, found: FoundFaces, min_size: int) -> PhotoOutcome:
+    if found.too_small:
+        message = f"{len(found.too_small)} face(s) found, all smaller than {min_size} px"
+        return _refused(report, "no_face", "faces_too_small", message)
+    message = "no face was detected in this photo; nothing was protected"
+    return _refused(report, "no_face", "no_face", message)
+
+
+def protect_photo(
+    data: bytes,
+    filename: str,
+    options: ProtectOptions,
+    runtime: Runtime,
+    progress: Progress | None = None,
+) -> PhotoOutcome:
+    """Protect one photo. Bad input comes back as a failed outcome, never as an exception."""
+    start = time.perf_counter()
+    report = ProtectReport(file=filename, status="failed")
+    try:
+        check_models(options, runtime)
+        img = decode_image(data, runtime.max_pixels)
+    except (ImageError, ModelError) as exc:
+        return _refused(report, "failed", exc.code, str(exc))
+    min_size = options.min_face_size or runtime.min_face_size
+    found = find_faces(runtime, img.rgb, min_size)
+    report = report.model_copy(
+        update={
+            "format": img.format,
+            "size": [int(img.rgb.shape[1]), int(img.rgb.shape[0])],
+            "min_face_size": min_size,
+            "faces_too_small": len(found.too_small),
+        }
+    )
+    if not found.faces:
+        return _no_face(report, found, min_size)
+    total = len(found.faces)
+    if progress:
+        progress(0, total)
+    cloaker = build_cloaker(options, runtime)
+    faces = face_inputs(runtime, img.rgb, found.faces, cloaker.cfg.makeup)
+    result = cloaker.protect(img.rgb, faces, seed=options.seed)
+    if progress:
+        progress(total, total)
+    output = encode_image(result.rgb, img)
+    report = _attack_report(report, options, cloaker.cfg, result, runtime)
+    if options.verify:
+        report = _verified(report, img, output, found.faces, options, runtime)
+    report.seconds = Seconds(
+        attack=report.seconds.attack if report.seconds else None,
+        total=round(time.perf_counter() - start, 2),
+    )
+    if report.status == "failed":
+        return _outcome(report)
+    return _outcome(report, total, output)
+
+
+def _attack_report(
+    report: ProtectReport,
+    options: ProtectOptions,
+    config: CloakConfig,
+    result: CloakResult,
+    runtime: Runtime,
+) -> ProtectReport:
+    """The report with what the attack did."""
+    names = list(dict.fromkeys([*options.surrogates, *options.eval_models]))
+    return report.model_copy(
+        update={
+            "status": "protected",
+            "objective": "dodging+decoy" if config.decoy else "dodging",
+            "decoys": result.decoys or None,
+            "attack": attack_summary(config, options.seed, options.surrogates),
+            "faces": [
+                FaceAttack(steps=s, converged=c, region=list(r))
+                for s, c, r in zip(result.steps, result.converged, result.regions, strict=True)
+            ],
+            "models": {
+                n: ModelUse(
+                    role="surrogate" if n in options.surrogates else "evaluation",
+                    licence=runtime.store.spec(n).licence,
+                )
+                for n in names
+            },
+            "metadata_stripped": True,
+            "seconds": Seconds(attack=round(result.seconds, 2)),
+        }
+    )
+
+
+def _verified(
+    report: ProtectReport,
+    img: DecodedImage,
+    output: bytes,
+    faces: list[Face],
+    options: ProtectOptions,
+    runtime: Runtime,
+) -> ProtectReport:
+    """The report with the verification table; failed when a surrogate still matches."""
+    assert report.min_face_size is not None
+    saved = decode_image(output, runtime.max_pixels).rgb
+    names = list(dict.fromkeys([*options.surrogates, *options.eval_models]))
+    table = verify_arrays(runtime, img.rgb, saved, names, report.min_face_size, ref_faces=faces)
+    report = report.model_copy(update={"verification": table})
+    still = table.still_matched(options.surrogates)
+    if not any(still.values()):
+        return report
+    message = f"surrogates still match faces after protection: {still}"
+    error = ReportError(code="protection_incomplete", message=message)
+    return report.model_copy(update={"status": "failed", "error": error})
+
+
+def face_inputs(
+    runtime: Runtime, rgb: np.ndarray, faces: list[Face], makeup: bool
+) -> list[FaceInput]:
+    """Attack inputs for detected faces (with 106 landmarks when makeup EOT is on)."""
+    if not makeup:
+        return [FaceInput(f.landmarks) for f in faces]
+    lm = runtime.landmarks106()
+    return [FaceInput(f.landmarks, lm.predict(rgb, f)) for f in faces]
+
+
+def build_cloaker(
+    options: ProtectOptions, runtime: Runtime, config: CloakConfig | None = None
+) -> Cloaker:
+    """A cloaker with the options' surrogates and thresholds and ``config`` (default: the
+    options' preset).
+    """
+    config = config or cloak_config(options)
+    surrogates = [runtime.recognizer(n) for n in options.surrogates]
+    thresholds = {n: runtime.threshold(n) for n in options.surrogates}
+    makeup = MakeupFilter(GROUPS) if config.makeup else None
+    decoys = DecoyPicker(runtime) if config.decoy else None
+    return Cloaker(surrogates, thresholds, config, runtime.device, makeup, decoys)
