@@ -110,71 +110,80 @@ def unzip(data: bytes, settings: Settings) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
     total = 0
     for info in infos:
-        name = info.filename
-        if _unsafe_path(name):
-            raise ApiError(
-                422,
-                "zip_unsafe_path",
-                f"zip entry {name!r} points outside the archive",
-                {"entry": name},
-            )
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise ApiError(422, "zip_unsafe_path", f"zip entry {name!r} is a link", {"entry": name})
-        if info.is_dir() or name.startswith("__MACOSX/") or safe_name(name, 0).startswith("."):
+        if not _is_photo_entry(info, settings):
             continue
-        if info.flag_bits & 0x1:
-            raise ApiError(422, "zip_encrypted", f"zip entry {name!r} is encrypted")
-        if name.lower().endswith(_ARCHIVE_EXT):
-            raise ApiError(
-                422,
-                "zip_nested_archive",
-                f"zip entry {name!r} is an archive; nested archives are not accepted",
-                {"entry": name},
-            )
-        if info.file_size > settings.max_upload_bytes:
-            raise ApiError(
-                413,
-                "zip_entry_too_large",
-                f"zip entry {name!r} is "
-                f"{info.file_size} bytes; the limit is {settings.max_upload_bytes}",
-            )
-        if info.file_size > settings.zip_max_ratio * max(info.compress_size, 1) + 1024:
-            raise ApiError(
-                413,
-                "zip_bomb",
-                f"zip entry {name!r} expands "
-                f"{info.file_size / max(info.compress_size, 1):.0f}x; the limit is "
-                f"{settings.zip_max_ratio:.0f}x",
-            )
-        try:
-            with archive.open(info) as fh:
-                content = fh.read(settings.max_upload_bytes + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-            raise ApiError(422, "zip_corrupt", f"zip entry {name!r} cannot be read: {exc}") from exc
-        if len(content) > settings.max_upload_bytes:
-            raise ApiError(
-                413,
-                "zip_entry_too_large",
-                f"zip entry {name!r} is larger than {settings.max_upload_bytes} bytes",
-            )
+        content = _read_entry(archive, info, settings)
         total += len(content)
         if total > settings.max_request_bytes:
             raise ApiError(
                 413, "zip_too_large", f"the zip expands past {settings.max_request_bytes} bytes"
             )
-        if is_archive(content):
-            raise ApiError(
-                422,
-                "zip_nested_archive",
-                f"zip entry {name!r} is an archive; nested archives are not accepted",
-                {"entry": name},
-            )
-        out.append((name, content))
+        out.append((info.filename, content))
         if len(out) > settings.max_batch_photos:
             raise ApiError(
                 413, "too_many_photos", f"more than {settings.max_batch_photos} photos in one job"
             )
     return out
+
+
+def _nested_archive(name: str) -> ApiError:
+    return ApiError(
+        422,
+        "zip_nested_archive",
+        f"zip entry {name!r} is an archive; nested archives are not accepted",
+        {"entry": name},
+    )
+
+
+def _is_photo_entry(info: zipfile.ZipInfo, settings: Settings) -> bool:
+    """False for folders and hidden files; raises for unsafe, encrypted or bomb-like entries."""
+    name = info.filename
+    if _unsafe_path(name):
+        message = f"zip entry {name!r} points outside the archive"
+        raise ApiError(422, "zip_unsafe_path", message, {"entry": name})
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise ApiError(422, "zip_unsafe_path", f"zip entry {name!r} is a link", {"entry": name})
+    if info.is_dir() or name.startswith("__MACOSX/") or safe_name(name, 0).startswith("."):
+        return False
+    if info.flag_bits & 0x1:
+        raise ApiError(422, "zip_encrypted", f"zip entry {name!r} is encrypted")
+    if name.lower().endswith(_ARCHIVE_EXT):
+        raise _nested_archive(name)
+    if info.file_size > settings.max_upload_bytes:
+        raise ApiError(
+            413,
+            "zip_entry_too_large",
+            f"zip entry {name!r} is "
+            f"{info.file_size} bytes; the limit is {settings.max_upload_bytes}",
+        )
+    if info.file_size > settings.zip_max_ratio * max(info.compress_size, 1) + 1024:
+        raise ApiError(
+            413,
+            "zip_bomb",
+            f"zip entry {name!r} expands "
+            f"{info.file_size / max(info.compress_size, 1):.0f}x; the limit is "
+            f"{settings.zip_max_ratio:.0f}x",
+        )
+    return True
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, settings: Settings) -> bytes:
+    """An entry's bytes, read no further than the per-file limit; no archives inside."""
+    name = info.filename
+    try:
+        with archive.open(info) as fh:
+            content = fh.read(settings.max_upload_bytes + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ApiError(422, "zip_corrupt", f"zip entry {name!r} cannot be read: {exc}") from exc
+    if len(content) > settings.max_upload_bytes:
+        raise ApiError(
+            413,
+            "zip_entry_too_large",
+            f"zip entry {name!r} is larger than {settings.max_upload_bytes} bytes",
+        )
+    if is_archive(content):
+        raise _nested_archive(name)
+    return content
 
 
 def check_photo(name: str, data: bytes, settings: Settings) -> Photo:
