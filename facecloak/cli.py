@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -20,41 +19,86 @@ if TYPE_CHECKING:
     from models.registry import ModelStore
 
 
-def _progress_printer(enabled: bool, total_photos: int) -> Any:
-    start = time.perf_counter()
+class _ProtectProgress:
+    """Progress bars on stderr (tqdm): photos done, and the current photo's work in the
+    protect job's unit (attack steps over all its faces). Silent when disabled."""
 
-    def show(i: int, name: str, done: int, total: int) -> None:
-        if not enabled:
-            return
-        elapsed = time.perf_counter() - start
-        frac = (i + (done / total if total else 1)) / total_photos
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        sys.stderr.write(
-            f"\r[{i + 1}/{total_photos}] {name}: faces {done}/{total}, "
-            f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left   "
+    def __init__(self, enabled: bool, total_photos: int) -> None:
+        from facecloak.contract.records import progress_unit
+
+        try:
+            from tqdm import tqdm
+        except ImportError:  # the engine extra brings tqdm; without it, no bars
+            enabled = False
+        self.enabled, self.unit, self.multi = enabled, progress_unit("protect"), total_photos > 1
+        self.bar: Any = None
+        self.photos: Any = (
+            tqdm(total=total_photos, desc="photos", unit="photo", file=sys.stderr, position=0)
+            if enabled and self.multi
+            else None
         )
-        sys.stderr.flush()
 
-    return show
+    def photo(self, name: str) -> Callable[[int, int], None]:
+        """Start the bar of one photo; the returned ``progress(done, total)`` advances it."""
+        self.finish_photo(count=False)
+        if not self.enabled:
+            return lambda done, total: None
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            desc=name, unit=self.unit, file=sys.stderr, leave=False, position=int(self.multi)
+        )
+
+        def progress(done: int, total: int) -> None:
+            self.bar.total, self.bar.n = total, done
+            self.bar.refresh()
+
+        return progress
+
+    def finish_photo(self, count: bool = True) -> None:
+        """Close the current photo's bar (and count the photo as done)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if count and self.photos is not None:
+            self.photos.update(1)
+
+    def close(self) -> None:
+        """Close every bar."""
+        self.finish_photo(count=False)
+        if self.photos is not None:
+            self.photos.close()
 
 
-def _photo_progress(show: Any, index: int, name: str) -> Callable[[int, int], None]:
-    def progress(done: int, total: int) -> None:
-        show(index, name, done, total)
-
-    return progress
+def _progress_printer(enabled: bool, total_photos: int) -> _ProtectProgress:
+    """Progress for ``protect``: bars on a terminal, nothing with ``--quiet`` or in a pipe."""
+    return _ProtectProgress(enabled and sys.stderr.isatty(), total_photos)
 
 
-def cmd_protect(args: argparse.Namespace, settings: Settings) -> int:
+def _protect_inputs(args: argparse.Namespace, settings: Settings) -> list[Path] | None:
+    """The photos to protect: the arguments, plus the pinned sample with ``--sample``."""
+    photos = [Path(p) for p in args.photos]
+    if args.sample:
+        from models.errors import ModelError
+        from models.samples import ASTRONAUT, sample_path
+
+        try:
+            photos.append(sample_path(model_store(settings)))
+        except ModelError as exc:
+            print(f"facecloak protect: {exc}", file=sys.stderr)
+            return None
+        print(f"sample: {ASTRONAUT.filename} ({ASTRONAUT.credit}; {ASTRONAUT.licence})")
+    if not photos:
+        print("facecloak protect: give photos to protect, or --sample", file=sys.stderr)
+        return None
+    return photos
+
+
+def _protect_options(args: argparse.Namespace) -> ProtectOptions | None:
     from pydantic import ValidationError
 
-    from facecloak.contract.options import ProtectOptions
-    from workers.jobs.preview import write_preview
-    from workers.jobs.protect import protect_photo
-    from workers.jobs.runtime import Runtime
-
     try:
-        options = ProtectOptions(
+        return ProtectOptions(
             strength=args.strength,
             seed=args.seed,
             eps=args.eps,
@@ -66,25 +110,33 @@ def cmd_protect(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValidationError as exc:
         print(f"facecloak: invalid options: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_protect(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.jobs.preview import write_preview
+    from workers.jobs.protect import protect_photo
+    from workers.jobs.runtime import Runtime
+
+    options = _protect_options(args)
+    photos = _protect_inputs(args, settings) if options is not None else None
+    if options is None or photos is None:
         return 2
     runtime = Runtime(settings)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    show = _progress_printer(sys.stderr.isatty(), len(args.photos))
+    bars = _progress_printer(not args.quiet, len(photos))
     failures = 0
-    for i, name in enumerate(args.photos):
-        path = Path(name)
+    for path in photos:
         try:
             data = path.read_bytes()
         except OSError as exc:
             print(f"{path.name}: failed (unreadable): {exc}", file=sys.stderr)
             failures += 1
             continue
-        progress = _photo_progress(show, i, path.name)
-        outcome = protect_photo(data, path.name, options, runtime, progress)
+        outcome = protect_photo(data, path.name, options, runtime, bars.photo(path.name))
+        bars.finish_photo()
         (out / f"{path.name}.json").write_text(json.dumps(outcome.report, indent=2))
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")
         if outcome.status == "protected" and outcome.output is not None:
             (out / path.name).write_bytes(outcome.output)
             if args.preview:
@@ -96,7 +148,27 @@ def cmd_protect(args: argparse.Namespace, settings: Settings) -> int:
             err = outcome.error
             reason = f"{err.code}: {err.message}" if err else outcome.status
             print(f"{path.name}: {outcome.status} ({reason})", file=sys.stderr)
+    bars.close()
     return 1 if failures else 0
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    """Fetch the pinned sample photo, check its sha256, and print (or copy) it."""
+    import shutil
+
+    from models.errors import ModelError
+    from models.samples import ASTRONAUT, sample_path
+
+    try:
+        path = sample_path(model_store(settings))
+    except ModelError as exc:
+        print(f"facecloak sample: {exc}", file=sys.stderr)
+        return 1
+    if args.output:
+        path = Path(shutil.copyfile(path, args.output))
+    print(path)
+    print(f"{ASTRONAUT.credit}; {ASTRONAUT.licence}; {ASTRONAUT.source}", file=sys.stderr)
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -330,7 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("protect", help="protect face photos")
-    pr.add_argument("photos", nargs="+")
+    pr.add_argument("photos", nargs="*", help="photo files (or none with --sample)")
+    pr.add_argument(
+        "--sample", action="store_true", help="also protect the pinned sample photo (NASA)"
+    )
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     pr.add_argument("-o", "--output", required=True, help="output folder")
     pr.add_argument("--strength", choices=STRENGTHS, default=DEFAULT_STRENGTH)
     pr.add_argument("--seed", type=int, default=0)
@@ -342,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--preview", action="store_true", help="also write a before/after PNG")
     pr.add_argument("--no-verify", action="store_true", help="skip the verification report")
     pr.set_defaults(func=cmd_protect)
+
+    sa = sub.add_parser("sample", help="fetch the pinned sample photo and print its path")
+    sa.add_argument("-o", "--output", default=None, help="copy it here")
+    sa.set_defaults(func=cmd_sample)
 
     ve = sub.add_parser("verify", help="compare an original and a protected photo")
     ve.add_argument("original")

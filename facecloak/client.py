@@ -4,12 +4,14 @@
 
     with Client("http://127.0.0.1:8000", api_key="key-a") as fc:
         job = fc.submit(["me.jpg"], options={"strength": "medium"})
-        job = fc.wait(job["id"])
+        job = fc.wait(job["id"], on_progress=lambda j: print(f"{progress_fraction(j):.0%}"))
         Path("me.protected.jpg").write_bytes(fc.download(job["id"]))
 
 Submits always carry an ``Idempotency-Key`` (a fresh one unless given), so a retried submit
 never creates a second job. 429 and 5xx answers and connection errors are retried with
-backoff, honouring ``Retry-After``.
+backoff, honouring ``Retry-After``. While waiting, ``on_progress(job)`` sees each polled job;
+every item carries ``progress: {done, total, unit}`` (attack steps for ``protect``) and
+:func:`progress_fraction` sums them into one number.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,24 @@ import httpx
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 FINAL = frozenset({"succeeded", "failed", "canceled"})
+ITEM_FINAL = frozenset({"protected", "no_face", "failed", "canceled"})
+OnProgress = Callable[[dict[str, Any]], None]
+"""Called with the job JSON after each poll."""
+
+
+def item_fraction(item: dict[str, Any]) -> float:
+    """How far one photo of a job is, in [0, 1] (finished photos count as 1)."""
+    if item.get("status") in ITEM_FINAL:
+        return 1.0
+    progress = item.get("progress") or {}
+    total = progress.get("total") or 0
+    return min(1.0, progress.get("done", 0) / total) if total else 0.0
+
+
+def progress_fraction(job: dict[str, Any]) -> float:
+    """How far a whole job is, in [0, 1]: the mean of its photos' :func:`item_fraction`."""
+    items = job.get("items") or []
+    return sum(item_fraction(i) for i in items) / len(items) if items else 0.0
 
 
 class FaceCloakError(Exception):
@@ -120,13 +140,22 @@ class Client:
         return body
 
     def wait(
-        self, job_id: str, timeout: float = 3600.0, poll: float | None = None
+        self,
+        job_id: str,
+        timeout: float = 3600.0,
+        poll: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job ends (honouring ``Retry-After``); TimeoutError past ``timeout``."""
+        """Poll until the job ends (honouring ``Retry-After``); TimeoutError past ``timeout``.
+
+        ``on_progress(job)`` is called after every poll, the last one included.
+        """
         deadline = time.monotonic() + timeout
         while True:
             response = self._request("GET", f"/v1/jobs/{job_id}")
             job: dict[str, Any] = response.json()
+            if on_progress is not None:
+                on_progress(job)
             if job["status"] in FINAL:
                 return job
             if time.monotonic() > deadline:
@@ -145,11 +174,13 @@ class Client:
         out_dir: str | Path,
         options: dict[str, Any] | None = None,
         timeout: float = 3600.0,
+        on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
         """Submit, wait, and write each protected photo into ``out_dir``; returns the job."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        job = self.wait(self.submit(photos, options)["id"], timeout=timeout)
+        job_id = self.submit(photos, options)["id"]
+        job = self.wait(job_id, timeout=timeout, on_progress=on_progress)
         for item in job["items"]:
             if item.get("result_url"):
                 (out / item["filename"]).write_bytes(self.download(job["id"], item["index"]))

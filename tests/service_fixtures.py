@@ -29,9 +29,10 @@ from facecloak.contract.kinds import Handler, ProgressFn
 from facecloak.contract.options import ItemOutcome, JobError
 from facecloak.contract.reports import Verification
 from facecloak.settings import Settings
+from tests.helpers import FACES as SHARED_FACES
 
 REPO = Path(__file__).resolve().parents[1]
-FACES = REPO.parent / "shared" / "data" / "faces" / "test"
+FACES = SHARED_FACES / "test"
 FACE_PHOTO = FACES / "obama__examples_obama.jpg"
 KEYS = "key-a:tenant-a,key-b:tenant-b"
 A = {"X-API-Key": "key-a"}

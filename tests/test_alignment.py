@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -22,7 +20,7 @@ from models.detection import load_detector
 from models.errors import ModelUnavailableError
 from models.registry import ModelStore
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+from .helpers import FACES
 
 
 def _similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ from models.landmarks106 import (
 )
 from models.registry import ModelStore
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+from .helpers import FACES
 
 # Photos whose faces both detectors find exactly (counted by looking at them).
 FACE_COUNTS = {

@@ -6,7 +6,6 @@ import io
 import struct
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +22,8 @@ from facecloak.images import (
 )
 from facecloak.settings import Settings
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+from .helpers import FACES
+
 PHOTO = FACES / "dev" / "img11.jpg"  # 600x800 JPEG, one face, no EXIF orientation
 
 # Orientation tag value -> transpose that shows the stored pixels upright.

@@ -18,9 +18,9 @@ from workers.jobs.analysis import embed
 from workers.jobs.protect.warp import warp_affine
 from workers.jobs.runtime import Runtime
 
-from .helpers import TEST, runtime_for
+from .helpers import TEST, runtime_for, shared_photo
 
-IDS = json.loads((TEST / "identities.json").read_text())
+IDS = json.loads(shared_photo("test", "identities.json").read_text())
 
 
 @pytest.fixture(scope="module")

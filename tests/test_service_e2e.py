@@ -123,7 +123,8 @@ def test_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
             )
             job_id = r.json()["id"]
             deadline = time.monotonic() + 120
-            while c.get(f"/v1/jobs/{job_id}", headers=A).json()["progress"]["faces_total"] < 1:
+            url = f"/v1/jobs/{job_id}"  # wait until the photo is analysed (progress total known)
+            while c.get(url, headers=A).json()["items"][0]["progress"]["total"] < 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         stop(proc)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import DEV
+from tests.helpers import dev_photo
 from workers.jobs.visibility import (
     JpegEquivalent,
     face_visibility,
@@ -24,7 +24,7 @@ BOX = (60.0, 50.0, 180.0, 200.0)
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    img = Image.open(DEV / "img26.jpg").convert("RGB")
+    img = Image.open(dev_photo("img26.jpg")).convert("RGB")
     img.thumbnail((240, 260))
     return np.asarray(img).copy()
 

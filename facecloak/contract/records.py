@@ -16,8 +16,15 @@ from facecloak.contract.options import JobError
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 ItemStatus = Literal["queued", "running", "protected", "no_face", "failed", "canceled"]
+PROGRESS_UNITS: dict[str, str] = {"protect": "steps"}
+"""What a kind's ``progress(done, total)`` counts (protect: attack steps over all faces)."""
 JOB_DONE: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
 ITEM_DONE: frozenset[str] = frozenset({"protected", "no_face", "failed", "canceled"})
+
+
+def progress_unit(kind: str) -> str:
+    """The unit of progress reported by items of ``kind`` (``units`` when not declared)."""
+    return PROGRESS_UNITS.get(kind, "units")
 
 
 def now() -> float:
@@ -26,7 +33,12 @@ def now() -> float:
 
 
 class ItemRecord(BaseModel):
-    """One photo of a job."""
+    """One photo of a job.
+
+    ``progress_done``/``progress_total`` are the handler's last ``progress(done, total)``, in
+    the kind's :func:`progress_unit`; ``faces_done``/``faces_total`` are the face counts
+    (known once the photo is processed; older records also kept faces progress there).
+    """
 
     index: int
     filename: str
@@ -34,6 +46,8 @@ class ItemRecord(BaseModel):
     faces: int = 0
     faces_done: int = 0
     faces_total: int | None = None
+    progress_done: int = 0
+    progress_total: int | None = None
     report: dict[str, Any] = Field(default_factory=dict)
     error: JobError | None = None
     original_key: str | None = None

@@ -111,11 +111,14 @@ class _Heartbeat(threading.Thread):
 
 
 def _progress(ctx: Context, job_id: str, index: int, token: str) -> ProgressFn:
+    """The handler's ``progress(done, total)``: recorded on the item in the kind's unit."""
+
     def report(done: int, total: int) -> None:
         def fn(job: JobRecord) -> None:
             item = job.items[index]
             if item.worker == token:
-                item.faces_done, item.faces_total = done, total
+                item.progress_done = max(0, min(done, total))
+                item.progress_total = max(0, total)
 
         job = ctx.store.update(job_id, fn)
         if job is None or job.status == "canceled":

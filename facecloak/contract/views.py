@@ -8,16 +8,34 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from facecloak.contract.options import JobError
-from facecloak.contract.records import ItemRecord, ItemStatus, JobRecord, JobStatus
+from facecloak.contract.records import (
+    ItemRecord,
+    ItemStatus,
+    JobRecord,
+    JobStatus,
+    progress_unit,
+)
 
 
 class Progress(BaseModel):
-    """Faces and photos done so far (``faces_total`` grows as photos are analysed)."""
+    """Faces and photos done so far (faces count as each photo finishes).
+
+    Live progress within a photo is per item: ``items[].progress`` (``done``/``total`` in the
+    kind's unit; attack steps for ``protect``).
+    """
 
     faces_done: int
     faces_total: int
     photos_done: int
     photos_total: int
+
+
+class ItemProgress(BaseModel):
+    """How far one photo is: ``done`` of ``total`` units (``total`` 0: not known yet)."""
+
+    done: int = Field(ge=0)
+    total: int = Field(ge=0)
+    unit: str = Field(description="What is counted, from the job kind (protect: attack steps).")
 
 
 class Item(BaseModel):
@@ -26,6 +44,7 @@ class Item(BaseModel):
     index: int
     filename: str
     status: ItemStatus
+    progress: ItemProgress
     faces: int
     attempts: int
     seconds: float | None = None
@@ -57,11 +76,18 @@ def _ts(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
 
 
-def _item_view(job_id: str, item: ItemRecord) -> Item:
+def _item_progress(item: ItemRecord, unit: str) -> ItemProgress:
+    total = item.progress_total or 0
+    done = total if item.status in ("protected", "no_face") else min(item.progress_done, total)
+    return ItemProgress(done=done, total=total, unit=unit)
+
+
+def _item_view(job_id: str, item: ItemRecord, unit: str) -> Item:
     return Item(
         index=item.index,
         filename=item.filename,
         status=item.status,
+        progress=_item_progress(item, unit),
         faces=item.faces,
         attempts=item.attempts,
         seconds=item.seconds,
@@ -74,6 +100,7 @@ def _item_view(job_id: str, item: ItemRecord) -> Item:
 def job_view(job: JobRecord) -> Job:
     """The public view of a record (no storage keys, no owner tokens)."""
     has_result = job.status == "succeeded" and not job.result_expired
+    unit = progress_unit(job.kind)
     return Job(
         id=job.id,
         kind=job.kind,
@@ -93,5 +120,5 @@ def job_view(job: JobRecord) -> Job:
         callback_url=job.callback_url,
         options=job.options,
         error=job.error,
-        items=[_item_view(job.id, i) for i in job.items],
+        items=[_item_view(job.id, i, unit) for i in job.items],
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import health, jobs, verify
+from service.routes import health, jobs, page, verify
 
 router = APIRouter()
 router.include_router(jobs.router)
 router.include_router(verify.router)
 router.include_router(health.router)
+router.include_router(page.router)
