@@ -94,3 +94,25 @@ def test_mismatched_photos_are_rejected(photo: np.ndarray) -> None:
         face_visibility(photo, photo[:-1], BOX)
     with pytest.raises(ValueError):
         face_visibility(photo.astype(np.float32), photo.astype(np.float32), BOX)
+
+
+def test_verification_reports_each_face_visibility(settings: object, model_store: object) -> None:
+    from tests.helpers import runtime_for
+    from workers.jobs.verify import format_table, verify_arrays
+
+    runtime = runtime_for(settings, model_store)  # type: ignore[arg-type]
+    original = np.asarray(Image.open(dev_photo("img27.jpg")).convert("RGB")).copy()
+    resaved = jpeg_resave(original, 60)
+    table = verify_arrays(
+        runtime, original, resaved, ["sface"], 40, ("saved",), preset="balanced", visibility_cap=75
+    )
+    assert table.faces
+    for face in table.faces:
+        vis = face.visibility
+        assert abs(vis.jpeg_equivalent - 60) <= 6 and not vis.below_min
+        assert vis.flip > 0 and (face.psnr, face.ssim) == (vis.psnr, vis.ssim)
+        assert widened_box(tuple(face.box), original.shape) == tuple(vis.box)  # type: ignore[arg-type]
+        assert (vis.preset, vis.visibility_cap, vis.within_cap) == ("balanced", 75, False)
+    assert "as visible as a JPEG q" in format_table(table)
+    same = verify_arrays(runtime, original, original.copy(), ["sface"], 40, ("saved",))
+    assert all(f.visibility.flip == 0 and f.visibility.within_cap for f in same.faces)

@@ -33,12 +33,53 @@ class ConditionCheck(_Strict):
     matched: bool
 
 
+class FaceVisibility(_Strict):
+    """How visible the protection of one face is, measured on the saved photo.
+
+    Every number is taken on ``box``: the face box widened by 30%, clipped to the photo.
+    """
+
+    box: list[int] = Field(
+        min_length=4, max_length=4, description="x0, y0, x1, y1 (exclusive): the measured crop."
+    )
+    flip: float = Field(ge=0, description="Mean LDR FLIP at 67 pixels/degree; 0 when identical.")
+    ssim: float = Field(description="SSIM on BT.601 luma.")
+    psnr: float | None = Field(description="dB over RGB; None when identical.")
+    jpeg_equivalent: int = Field(
+        ge=1,
+        le=100,
+        description="The JPEG quality whose re-save of the original face is as visible (FLIP).",
+    )
+    below_min: bool = Field(
+        description="More visible than a re-save at the lowest quality searched (q50)."
+    )
+    preset: str | None = Field(default=None, description="The preset that protected the face.")
+    visibility_cap: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="The preset's cap: the protection may be at most as visible as a JPEG "
+        "re-save at this quality; None: no cap.",
+    )
+    within_cap: bool = Field(
+        default=True, description="jpeg_equivalent reaches the cap (true when there is none)."
+    )
+
+    def with_cap(self, preset: str | None, cap: int | None) -> FaceVisibility:
+        """A copy that records ``preset`` and ``cap`` and whether the face stays within it."""
+        within = cap is None or (not self.below_min and self.jpeg_equivalent >= cap)
+        return self.model_copy(
+            update={"preset": preset, "visibility_cap": cap, "within_cap": within}
+        )
+
+
 class FaceVerification(_Strict):
     """Quality and checks of one face of the original photo."""
 
     box: list[float] = Field(min_length=4, max_length=4)
-    psnr: float | None = Field(description="dB; None when identical.")
-    ssim: float
+    psnr: float | None = Field(description="dB on the visibility crop; None when identical.")
+    ssim: float = Field(description="SSIM on the visibility crop.")
+    visibility: FaceVisibility
     models: dict[str, dict[str, ConditionCheck]] = Field(description="model -> condition -> check.")
 
 
@@ -146,6 +187,11 @@ class ProtectReport(_Strict):
     metadata_stripped: Literal[True] | None = None
     seconds: Seconds | None = None
     verification: Verification | None = None
+    next_preset: str | None = Field(
+        default=None,
+        description="A preset to try next (stronger when faces are still matched, subtler "
+        "when a face is over its visibility cap); None: keep this one.",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; top-level fields that are unset (None) are left out."""

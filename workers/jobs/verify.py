@@ -1,4 +1,8 @@
-"""Verification: does each model still match each face of the original in the protected photo?"""
+"""Verification: does each model still match each face of the original in the protected photo?
+
+Each face of the original also gets its visibility (FLIP, SSIM, PSNR, JPEG equivalent),
+measured on the protected photo as given (the protect job passes the saved file, decoded).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,16 @@ import time
 
 import numpy as np
 
-from facecloak.contract.reports import Calibration, ConditionCheck, FaceVerification, Verification
+from facecloak.contract.reports import (
+    Calibration,
+    ConditionCheck,
+    FaceVerification,
+    FaceVisibility,
+    Verification,
+)
 from facecloak.images import decode_image
 from models.detection import Face
-from workers.jobs import conditions
+from workers.jobs import conditions, visibility
 from workers.jobs.analysis import embed, find_faces, match_faces
 from workers.jobs.quality import finite, psnr, ssim
 from workers.jobs.runtime import Runtime
@@ -70,16 +80,23 @@ def _check(clean: float | None, protected: float | None, threshold: float) -> Co
 
 
 def _face_rows(
-    original: np.ndarray, protected: np.ndarray, ref_faces: list[Face], models: list[str]
+    original: np.ndarray,
+    protected: np.ndarray,
+    ref_faces: list[Face],
+    models: list[str],
+    cap: tuple[str | None, int | None],
 ) -> list[FaceVerification]:
     rows = []
     for f in ref_faces:
-        ys, xs = face_region(f, original.shape)
+        box = (float(f.box[0]), float(f.box[1]), float(f.box[2]), float(f.box[3]))
+        vis = visibility.report(visibility.face_visibility(original, protected, box))
+        vis = vis.with_cap(*cap)
         rows.append(
             FaceVerification(
-                box=[round(float(v), 1) for v in f.box],
-                psnr=finite(psnr(original[ys, xs], protected[ys, xs])),
-                ssim=round(ssim(original[ys, xs], protected[ys, xs]), 4),
+                box=[round(v, 1) for v in box],
+                psnr=vis.psnr,
+                ssim=vis.ssim,
+                visibility=vis,
                 models={m: {} for m in models},
             )
         )
@@ -94,10 +111,14 @@ def verify_arrays(
     min_face_size: int,
     condition_names: tuple[str, ...] = conditions.CONDITIONS,
     ref_faces: list[Face] | None = None,
+    preset: str | None = None,
+    visibility_cap: int | None = None,
 ) -> Verification:
     """The verification table for two decoded photos of the same size.
 
-    ``ref_faces`` are the original's faces when the caller has already detected them.
+    ``ref_faces`` are the original's faces when the caller has already detected them;
+    ``preset`` and ``visibility_cap`` (a JPEG quality) are recorded in each face's
+    visibility, which says whether the face stays within the cap.
     """
     start = time.perf_counter()
     if original.shape != protected.shape:
@@ -109,7 +130,7 @@ def verify_arrays(
         ref_faces = find_faces(runtime, original, min_face_size).faces
     ref_emb = {m: embed(runtime, original, ref_faces, m) for m in models}
     thr = {m: runtime.threshold(m) for m in models}
-    faces = _face_rows(original, protected, ref_faces, models)
+    faces = _face_rows(original, protected, ref_faces, models, (preset, visibility_cap))
     for cond in condition_names:
         s = conditions.scale_of(cond)
         clean = _similarities(
@@ -154,6 +175,18 @@ def default_models(runtime: Runtime) -> list[str]:
     return list(runtime.thresholds().keys()) or ["w600k_mbf", "sface", "facenet"]
 
 
+def visibility_text(vis: FaceVisibility) -> str:
+    """One line: FLIP, SSIM, PSNR, the JPEG equivalent and the cap."""
+    text = (
+        f"FLIP {vis.flip:.4f} SSIM {vis.ssim} PSNR {vis.psnr} dB, as visible as a JPEG "
+        f"{'<' if vis.below_min else ''}q{vis.jpeg_equivalent} re-save"
+    )
+    if vis.visibility_cap is not None:
+        verdict = "within" if vis.within_cap else "OVER"
+        text += f" ({vis.preset or 'cap'} q{vis.visibility_cap}: {verdict})"
+    return text
+
+
 def format_table(table: Verification) -> str:
     """The verification table as plain text, a block per face."""
     lines = [
@@ -161,7 +194,7 @@ def format_table(table: Verification) -> str:
         f"{len(table.faces)} face(s), {table.seconds} s"
     ]
     for i, face in enumerate(table.faces):
-        lines.append(f"face {i + 1} box {face.box} PSNR {face.psnr} dB SSIM {face.ssim}")
+        lines.append(f"face {i + 1} box {face.box} {visibility_text(face.visibility)}")
         lines.append(
             f"  {'model':<12} {'condition':<10} {'clean':>7} {'protected':>9} {'thresh':>7}"
             "  matched"

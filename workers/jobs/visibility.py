@@ -10,10 +10,12 @@ photo), so the background an attack leaves alone does not dilute it.
   pixels per degree, FLIP's default (a 0.7 m viewing distance from a 24" 4K monitor); its
   mean over the crop is 0 for identical images and grows towards 1.
 - ``jpeg_equivalent``: the Pillow JPEG quality (4:2:0, as platforms re-save) whose re-save
-  of the ORIGINAL crop has the same FLIP as the protected crop, found by bisection over
-  50..100. "As visible as a JPEG q80 re-save"; ``below_min`` when worse than q50.
+  of the ORIGINAL crop has the same FLIP as the protected crop, found by interpolation
+  search (bisection when it stalls) over 50..100: "as visible as a JPEG q80 re-save";
+  ``below_min`` when worse than q50.
 
-Numpy, Pillow, scikit-image and flip-evaluator only: no torch.
+Numpy, Pillow, scikit-image and flip-evaluator only: no torch. ``report`` turns a
+measurement into the report model (``facecloak.contract.reports.FaceVisibility``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import flip_evaluator
 import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
+
+from facecloak.contract import reports
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in photo pixels
 
@@ -54,6 +58,18 @@ class FaceVisibility:
     ssim: float  # on luma
     flip: float  # mean FLIP, 0 when identical
     jpeg_equivalent: JpegEquivalent
+
+
+def report(vis: FaceVisibility) -> reports.FaceVisibility:
+    """``vis`` as the report model (rounded; PSNR None when identical), with no cap yet."""
+    return reports.FaceVisibility(
+        box=list(vis.crop),
+        flip=round(vis.flip, 5),
+        ssim=round(vis.ssim, 4),
+        psnr=round(vis.psnr, 3) if math.isfinite(vis.psnr) else None,
+        jpeg_equivalent=vis.jpeg_equivalent.quality,
+        below_min=vis.jpeg_equivalent.below_min,
+    )
 
 
 def widened_box(box: Box, shape: tuple[int, ...], grow: float = 0.3) -> tuple[int, int, int, int]:
@@ -160,6 +176,14 @@ def jpeg_equivalent(
         interpolate = hi - lo <= width // 2  # bisect once after a step that did not halve
     best = lo if cost(lo) - target_flip <= target_flip - cost(hi) else hi
     return JpegEquivalent(best, below_min=False)
+
+
+def jpeg_flips(
+    original: np.ndarray, qualities: tuple[int, ...] = (90, 75, 50), ppd: float = FLIP_PPD
+) -> dict[int, float]:
+    """FLIP of a JPEG re-save of ``original`` at each quality: "as visible as" levels."""
+    rgb = as_rgb8(original)
+    return {q: flip(rgb, jpeg_resave(rgb, q), ppd) for q in qualities}
 
 
 def crop_visibility(
