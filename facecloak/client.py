@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from facecloak.contract.webhooks import verify_signature
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 FINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -45,6 +47,17 @@ def progress_fraction(job: dict[str, Any]) -> float:
     """How far a whole job is, in [0, 1]: the mean of its photos' :func:`item_fraction`."""
     items = job.get("items") or []
     return sum(item_fraction(i) for i in items) / len(items) if items else 0.0
+
+
+def verify_webhook(
+    secret: str, headers: Mapping[str, str], body: bytes, tolerance_s: float = 300.0
+) -> bool:
+    """Whether a webhook request is FaceCloak's: its Standard Webhooks headers
+    (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``, any case) sign the raw
+    ``body`` with ``secret`` (one of several space-separated signatures is enough) and the
+    timestamp is within ``tolerance_s`` of now (older deliveries are replays). ``secret``
+    is the tenant's webhook secret as configured (``whsec_<base64>`` or plain text)."""
+    return verify_signature(secret, headers, body, tolerance_s)
 
 
 class FaceCloakError(Exception):

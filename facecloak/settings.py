@@ -75,10 +75,37 @@ class Settings(BaseSettings):
         default=10.0, description="Embedded mode: how long stopping waits for running photos."
     )
     warm_up: bool = Field(default=True, description="Workers load the models at start.")
-    webhook_secret: str = Field(default="", description="HMAC-SHA256 key of webhook signatures.")
+    webhook_secret: str = Field(
+        default="",
+        description="Webhook signing key for tenants without their own (empty: none; "
+        "'whsec_<base64>' or plain text).",
+    )
+    webhook_secrets: str = Field(
+        default="",
+        description="Per-tenant webhook signing keys 'tenant:secret,...'; a tenant named twice "
+        "is signed with each key (rotation).",
+    )
     webhook_max_attempts: int = 5
     webhook_backoff_seconds: float = Field(default=2.0, description="First retry delay (x2).")
     webhook_timeout_seconds: float = 10.0
     webhook_allowed_hosts: str = Field(
-        default="", description="Comma-separated hosts callback_url may name (empty: any)."
+        default="",
+        description="Comma-separated hosts callback_url may name (empty: any public host). "
+        "Listed hosts may resolve to private addresses.",
     )
+    orphan_max_age_seconds: float = Field(
+        default=3600.0,
+        description="Uploads with no job record (or verify uploads) older than this are deleted.",
+    )
+    queued_redispatch_seconds: float = Field(
+        default=900.0, description="A photo queued longer than this is dispatched again."
+    )
+    auth_failures_per_minute: int = Field(
+        default=20, description="Wrong API keys per client address a minute before 429."
+    )
+    request_body_timeout_seconds: float = Field(
+        default=60.0, description="Longest wait for the next chunk of a request body (408)."
+    )
+    limit_concurrency: int = Field(default=256, description="Connections served at once (503).")
+    timeout_keep_alive_seconds: int = Field(default=5, description="Idle keep-alive timeout.")
+    max_header_bytes: int = Field(default=64 * 1024, description="Largest request head.")

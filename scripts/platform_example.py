@@ -2,14 +2,16 @@
 
     python scripts/platform_example.py [--photo PATH] [--strength high] [--url URL ...]
 
-1. FaceCloak runs embedded (``facecloak serve`` as its own process, a webhook secret set,
-   callbacks allowed to 127.0.0.1 only), unless ``--url`` names a running one.
+1. FaceCloak runs embedded (``facecloak serve`` as its own process, the platform's webhook
+   secret set for its tenant, callbacks allowed to 127.0.0.1, which is private and so must be
+   listed), unless ``--url`` names a running one.
 2. The platform runs a webhook receiver (``POST /hooks/facecloak``) on another port.
 3. A user uploads a photo; the platform holds it back ("pending") and submits it to
    FaceCloak with ``callback_url`` (``facecloak.client.Client``).
-4. The webhook arrives: the platform checks its signature (a forged one is refused with
-   401), downloads the protected photo, stores it in place of the original, publishes it and
-   shows the verdict in words.
+4. The webhook arrives: the platform checks its Standard Webhooks signature
+   (``facecloak.client.verify_webhook``; a forged one is refused with 401), downloads the
+   protected photo, stores it in place of the original, publishes it and shows the verdict
+   in words.
 
 The photo defaults to the pinned sample (NASA's portrait of Eileen Collins, public domain).
 Exit status 0 when the photo was published protected.
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,8 +35,7 @@ from typing import Any
 
 import httpx
 
-from facecloak.client import Client
-from facecloak.contract.webhooks import SIGNATURE_HEADER, verify_signature
+from facecloak.client import Client, verify_webhook
 
 MODEL_NAMES = {"w600k_mbf": "ArcFace (MobileFaceNet)", "sface": "SFace", "facenet": "FaceNet"}
 
@@ -82,9 +84,9 @@ class Platform:
         self.by_job[photo.job_id] = photo
         return photo
 
-    def on_webhook(self, body: bytes, signature: str) -> int:
+    def on_webhook(self, body: bytes, headers: Mapping[str, str]) -> int:
         """FaceCloak says a job ended: check the signature, fetch the result, publish."""
-        if not verify_signature(self.secret, signature, body):
+        if not verify_webhook(self.secret, headers, body):
             return 401
         job = json.loads(body)
         photo = self.by_job.get(job["id"])
@@ -108,9 +110,8 @@ def serve_hooks(platform: Platform) -> ThreadingHTTPServer:
     class Hooks(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            signature = self.headers.get(SIGNATURE_HEADER, "")
             ok = self.path == "/hooks/facecloak"
-            status = platform.on_webhook(body, signature) if ok else 404
+            status = platform.on_webhook(body, dict(self.headers.items())) if ok else 404
             self.send_response(status)
             self.end_headers()
 
@@ -130,7 +131,7 @@ def start_facecloak(data_dir: Path, secret: str, key: str) -> tuple[subprocess.P
     env = {
         **os.environ,
         "FACECLOAK_API_KEYS": f"{key}:platform",
-        "FACECLOAK_WEBHOOK_SECRET": secret,
+        "FACECLOAK_WEBHOOK_SECRETS": f"platform:{secret}",
         "FACECLOAK_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         "FACECLOAK_DATA_DIR": str(data_dir),
         "FACECLOAK_BROKER_URL": "",
@@ -174,8 +175,9 @@ def run_flow(url: str, key: str, secret: str, photo_path: Path, args: argparse.N
         photo = platform.upload(photo_path.name, photo_path.read_bytes())
         print(f"user uploaded {photo.filename}: photo {photo.id} {photo.status} "
               f"(FaceCloak job {photo.job_id})")  # fmt: skip
-        forged = httpx.post(platform.hook_url, content=b'{"id": "x"}',
-                            headers={SIGNATURE_HEADER: "t=1,v1=00"})  # fmt: skip
+        forged = httpx.post(platform.hook_url, content=b'{"id": "x"}', headers={
+            "webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "v1,AAAA"})  # fmt: skip
         print(f"forged webhook refused: HTTP {forged.status_code}")
         if not photo.published.wait(args.timeout):
             print("no webhook before the timeout", file=sys.stderr)

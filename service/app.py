@@ -17,12 +17,14 @@ from fastapi import FastAPI, Request
 
 from facecloak.contract.context import Context
 from facecloak.contract.kinds import Handlers, Probe, Verifier
+from facecloak.contract.webhooks import has_secrets
 from facecloak.settings import Settings
 from service import errors
 from service.auth import KeyRing
 from service.deps import KnownModels, State
 from service.dispatch import Dispatcher, make_dispatcher
 from service.jobs import JobService
+from service.limits import BodyLimit
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.reaper import Reaper
@@ -31,14 +33,17 @@ from service.routes import router
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods counted by name in metrics; any other is counted as ``other``."""
 DESCRIPTION = """Protect face photos from face recognition.
 
 Authenticate with `X-API-Key`. Submit photos to `POST /v1/protect` (202 + `Location`), poll
 `GET /v1/jobs/{id}` (or pass `callback_url` for a signed webhook), then download
 `GET /v1/jobs/{id}/result`. Every error is `{"error": {"code", "message", "details"}}`.
 
-Webhooks: `POST callback_url` with the job JSON and
-`X-FaceCloak-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
+Webhooks: `POST callback_url` with the job JSON and the Standard Webhooks headers
+`webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256(secret,
+"<id>.<timestamp>.<raw body>")>` (several space-separated during a key rotation).
 """
 
 
@@ -62,6 +67,7 @@ def create_app(
     """
     ctx = ctx or Context.from_settings(settings)
     dispatcher = dispatcher or make_dispatcher(ctx, handlers, verifier)
+    _check_webhook_secrets(settings, dispatcher.mode)
     st = State(
         settings=settings,
         ctx=ctx,
@@ -69,6 +75,7 @@ def create_app(
         jobs=JobService(ctx, dispatcher),
         keys=KeyRing(settings.api_keys),
         limiter=RateLimiter(settings.rate_limit_per_minute),
+        auth_failures=RateLimiter(settings.auth_failures_per_minute),
         metrics=Metrics(ctx.store, dispatcher),
         readiness=dict(readiness or {}),
         known_models=known_models,
@@ -98,9 +105,28 @@ def create_app(
         start = time.perf_counter()
         response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        st.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        st.metrics.latency.labels(request.method, route).observe(time.perf_counter() - start)
+        method = request.method if request.method in METHODS else "other"
+        st.metrics.requests.labels(method, route, str(response.status_code)).inc()
+        st.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
         return response
 
     app.include_router(router)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        timeout_s=settings.request_body_timeout_seconds,
+    )
     return app
+
+
+def _check_webhook_secrets(settings: Settings, mode: str) -> None:
+    """Distributed mode refuses to start without a webhook secret; embedded mode warns (and
+    refuses ``callback_url`` for tenants without one)."""
+    if has_secrets(settings):
+        return
+    if mode == "distributed":
+        raise RuntimeError(
+            "set FACECLOAK_WEBHOOK_SECRETS ('tenant:secret,...') or FACECLOAK_WEBHOOK_SECRET: "
+            "a distributed gateway does not start without webhook signing keys"
+        )
+    log.warning("no webhook secret configured: submits with a callback_url are refused")

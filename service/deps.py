@@ -14,6 +14,7 @@ from facecloak.contract.kinds import Probe
 from facecloak.settings import Settings
 from service.auth import API_KEY_HEADER, KeyRing
 from service.dispatch import Dispatcher
+from service.errors import ApiError
 from service.jobs import JobService
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
@@ -35,6 +36,7 @@ class State:
     keys: KeyRing
     limiter: RateLimiter
     metrics: Metrics
+    auth_failures: RateLimiter = field(default_factory=lambda: RateLimiter(20))
     readiness: Mapping[str, Probe] = field(default_factory=dict)
     known_models: KnownModels | None = None
 
@@ -49,8 +51,15 @@ _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 
 def tenant(request: Request, key: Annotated[str | None, Depends(_api_key)] = None) -> str:
-    """The caller's tenant from ``X-API-Key`` (401 otherwise)."""
-    return state(request).keys.tenant(key)
+    """The caller's tenant from ``X-API-Key`` (401 otherwise; 429 once a client address sent
+    ``auth_failures_per_minute`` wrong keys)."""
+    st = state(request)
+    try:
+        return st.keys.tenant(key)
+    except ApiError as exc:
+        if exc.code == "invalid_api_key":
+            st.auth_failures.check(request.client.host if request.client else "unknown")
+        raise
 
 
 Tenant = Annotated[str, Depends(tenant)]

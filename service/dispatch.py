@@ -184,10 +184,15 @@ class CeleryDispatcher:
         self, original_key: str, protected_key: str, models: list[str] | None
     ) -> dict[str, Any]:
         """Send the verify task (gpu queue) and wait for its result."""
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
         result = self.app.send_task(VERIFY_TASK, args=[original_key, protected_key, models])
         try:
             report: dict[str, Any] = result.get(timeout=self.ctx.settings.verify_timeout_seconds)
             return report
+        except CeleryTimeout as exc:  # not a builtin TimeoutError: the route maps that to 504
+            result.revoke()
+            raise TimeoutError("verification did not finish in time") from exc
         finally:
             result.forget()
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,7 @@ _HTTP_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -77,10 +79,16 @@ def install(app: FastAPI) -> None:
         ]
         return error_response(422, "invalid_request", "the request is invalid", {"errors": errors})
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        return client_gone(request)
+
     @app.middleware("http")
     async def _unexpected(request: Request, call_next: Any) -> Any:
         try:
             return await call_next(request)
+        except ClientDisconnect:
+            return client_gone(request)
         except Exception as exc:
             if _is_unavailable(exc):
                 log.warning("backend unavailable: %s", exc)
@@ -92,6 +100,15 @@ def install(app: FastAPI) -> None:
                 )
             log.exception("unhandled error")
             return error_response(500, "internal_error", "an internal error occurred")
+
+
+def client_gone(request: Request) -> JSONResponse:
+    """The client hung up mid-request (or its body was refused by
+    :class:`service.limits.BodyLimit`, which answered already): an info line, not an error."""
+    refused = request.scope.get("facecloak.body_refused")
+    what = f"request body refused ({refused})" if refused else "client disconnected"
+    log.info("%s during %s %s", what, request.method, request.url.path)
+    return error_response(400, "client_disconnected", "the client closed the connection")
 
 
 def _is_unavailable(exc: BaseException) -> bool:

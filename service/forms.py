@@ -11,32 +11,60 @@ import json
 import re
 from collections.abc import Collection
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
+from facecloak.contract.webhooks import CallbackRefused, resolve_callback
 from facecloak.settings import Settings
 from service.errors import ApiError
+from service.limits import too_large
+from service.uploads import safe_name
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 Options = TypeVar("Options", bound=BaseModel)
 
 
+class _LimitedParser(MultiPartParser):
+    """Starlette's multipart parser with a per-file byte limit checked as data arrives."""
+
+    def __init__(self, request: Request, max_files: int, max_file_bytes: int) -> None:
+        super().__init__(request.headers, request.stream(), max_files=max_files, max_fields=100)
+        self.max_file_bytes = max_file_bytes
+        self._sizes: dict[int, int] = {}
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is not None:
+            size = self._sizes.get(id(part), 0) + end - start
+            self._sizes[id(part)] = size
+            if size > self.max_file_bytes:
+                name = safe_name(part.file.filename or "", 0)
+                raise ApiError(
+                    413,
+                    "file_too_large",
+                    f"{name!r} is larger than the limit of {self.max_file_bytes} bytes",
+                )
+        super().on_part_data(data, start, end)
+
+
 async def read_form(request: Request, settings: Settings, max_files: int) -> FormData:
-    """The multipart body (413 past ``max_request_bytes``, 415 for another content type)."""
+    """The multipart body: 413 past ``max_request_bytes`` (also checked while streaming, by
+    :class:`service.limits.BodyLimit`) or a file past ``max_upload_bytes``, 415 for another
+    content type, 400 when malformed."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_request_bytes:
-        raise ApiError(
-            413,
-            "request_too_large",
-            f"the request is {length} bytes; the limit is {settings.max_request_bytes}",
-        )
+        raise too_large(settings.max_request_bytes, length)
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
-    return await request.form(max_files=max_files, max_fields=100)
+    parser = _LimitedParser(request, max_files, settings.max_upload_bytes)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise ApiError(400, "bad_request", exc.message) from exc
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -121,22 +149,18 @@ def check_models(names: list[str], known: Collection[str] | None) -> None:
 
 
 def callback_url(form: FormData, allowed_hosts: str) -> str | None:
-    """The optional ``callback_url``: http(s), and on the allowed host list if there is one."""
+    """The optional ``callback_url``: http(s), resolving only to public addresses unless its
+    host is on ``allowed_hosts`` (then only listed hosts); 422 with the refusal's code.
+
+    Resolves the host (blocking): call it from a worker thread in async code.
+    """
     url = form.get("callback_url")
     if url is None or url == "":
         return None
-    try:
-        parsed = urlparse(url) if isinstance(url, str) else None
-        host = parsed.hostname if parsed else None
-    except ValueError:
-        parsed = host = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not host or len(str(url)) > 2000:
+    if not isinstance(url, str):
         raise ApiError(422, "invalid_callback_url", "callback_url must be an http(s) URL")
-    allowed = {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
-    if allowed and host.lower() not in allowed:
-        raise ApiError(
-            422,
-            "callback_host_not_allowed",
-            f"callback_url host {host!r} is not in the allowed list",
-        )
-    return str(url)
+    try:
+        resolve_callback(url, allowed_hosts)
+    except CallbackRefused as exc:
+        raise ApiError(422, exc.code, exc.message) from exc
+    return url

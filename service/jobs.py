@@ -18,6 +18,7 @@ from facecloak.contract.records import ItemRecord, JobRecord, now
 from facecloak.contract.runner import original_key
 from facecloak.contract.storage import BlobNotFound
 from facecloak.contract.views import job_view
+from facecloak.contract.webhooks import tenant_secrets
 from service.dispatch import Dispatcher
 from service.errors import ApiError
 from service.uploads import Photo
@@ -64,18 +65,20 @@ class JobService:
         callback_url: str | None,
         idempotency_key: str | None,
     ) -> tuple[JobRecord, bool]:
-        """Store the originals, create a ``kind`` job, enqueue its items; (job, created)."""
+        """Store the originals, create a ``kind`` job, enqueue its items; (job, created).
+
+        A ``callback_url`` needs a webhook secret for ``tenant`` (422 ``webhook_not_configured``):
+        webhooks are never sent unsigned.
+        """
+        if callback_url and not tenant_secrets(self.ctx.settings, tenant):
+            raise ApiError(
+                422,
+                "webhook_not_configured",
+                "callbacks are not available: no webhook secret is configured for your tenant",
+            )
         digest = request_hash(kind, photos, options, callback_url)
         job_id = "job_" + uuid.uuid4().hex
-        items = []
-        for index, photo in enumerate(photos):
-            item = ItemRecord(index=index, filename=photo.filename, media_type=photo.media_type)
-            if photo.error is not None:
-                item.status, item.error = "failed", photo.error
-            else:
-                item.original_key = original_key(job_id, index)
-                self.ctx.storage.put(item.original_key, photo.data)
-            items.append(item)
+        items = self._store_originals(job_id, photos)
         job = JobRecord(
             id=job_id,
             tenant=tenant,
@@ -104,6 +107,25 @@ class JobService:
                 self._mark_undispatched(job_id, pending[n:])
                 break
         return stored, True
+
+    def _store_originals(self, job_id: str, photos: list[Photo]) -> list[ItemRecord]:
+        """Put each accepted photo in storage; on any failure none of them stays behind."""
+        items = []
+        try:
+            for index, photo in enumerate(photos):
+                item = ItemRecord(
+                    index=index, filename=photo.filename, media_type=photo.media_type
+                )
+                if photo.error is not None:
+                    item.status, item.error = "failed", photo.error
+                else:
+                    item.original_key = original_key(job_id, index)
+                    self.ctx.storage.put(item.original_key, photo.data)
+                items.append(item)
+        except BaseException:
+            self.ctx.storage.delete_prefix(f"jobs/{job_id}")
+            raise
+        return items
 
     def _mark_undispatched(self, job_id: str, indexes: list[int]) -> None:
         def fn(rec: JobRecord) -> None:

@@ -58,15 +58,30 @@ def test_webhook_signature_decides_and_the_verdict_is_in_words() -> None:
     photo = platform.upload("me.jpg", b"original")
     assert photo.status == "pending" and fake.submitted[0]["callback"].endswith("/facecloak")
     body = json.dumps(_job()).encode()
-    assert platform.on_webhook(body, sign("wrong", int(time.time()), body)) == 401
-    assert platform.on_webhook(body, "t=1,v1=00") == 401
+    assert platform.on_webhook(body, _signed("wrong", body)) == 401
+    stale = {**_signed("s3cret", body, at=int(time.time()) - 3600)}
+    assert platform.on_webhook(body, stale) == 401  # a replayed old delivery
+    forged = {"webhook-id": "msg_1", "webhook-timestamp": "1", "webhook-signature": "v1,00"}
+    assert platform.on_webhook(body, forged) == 401
     assert photo.status == "pending" and not photo.published.is_set()
-    assert platform.on_webhook(body, sign("s3cret", int(time.time()), body)) == 204
+    rotated = _signed("s3cret", body)  # a key rotation: several signatures, one of them ours
+    t = int(rotated["Webhook-Timestamp"])
+    rotated["Webhook-Signature"] = sign(["old", "s3cret"], "msg_1", t, body)
+    assert platform.on_webhook(body, rotated) == 204
     assert photo.status == "published" and photo.data == b"PROTECTED"
     assert photo.verdict == ["FaceNet no longer recognises face 1"]
     assert example.verdict_lines(_job(matched=True)["items"][0]["report"]) == [
         "FaceNet still recognises face 1"
     ]
+
+
+def _signed(secret: str, body: bytes, at: int | None = None) -> dict[str, str]:
+    t = int(time.time()) if at is None else at
+    return {
+        "Webhook-Id": "msg_1",
+        "Webhook-Timestamp": str(t),
+        "Webhook-Signature": sign(secret, "msg_1", t, body),
+    }
 
 
 def test_client_progress_fraction_reads_item_progress() -> None:

@@ -243,21 +243,25 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
-def test_webhook_signed_and_retried(client: TestClient) -> None:
+def test_webhook_signed_and_retried(tmp_path: Path) -> None:
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    app = make_app(tmp_path, webhook_allowed_hosts="127.0.0.1")  # a local receiver: listed
     try:
         url = f"http://127.0.0.1:{server.server_port}/hook"
-        job = submit(client, [(JPEG_NAME, png())], data={"callback_url": url}).json()
-        wait_job(client, job["id"], A)
-        deadline = time.monotonic() + 10
-        while not _Hook.received and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with TestClient(app) as client:
+            job = submit(client, [(JPEG_NAME, png())], data={"callback_url": url}).json()
+            wait_job(client, job["id"], A)
+            deadline = time.monotonic() + 10
+            while not _Hook.received and time.monotonic() < deadline:
+                time.sleep(0.05)
         headers, body = _Hook.received[0]
         assert json.loads(body)["id"] == job["id"]
         assert json.loads(body)["status"] == "succeeded"
-        assert verify_signature("s3cret", headers[SIGNATURE_HEADER], body)
-        assert not verify_signature("wrong", headers[SIGNATURE_HEADER], body)
+        assert headers["webhook-id"] == f"msg_{job['id']}"
+        assert headers[SIGNATURE_HEADER].startswith("v1,")
+        assert verify_signature("s3cret", headers, body)
+        assert not verify_signature("wrong", headers, body)
     finally:
         server.shutdown()
 

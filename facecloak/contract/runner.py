@@ -40,11 +40,24 @@ Finished = Callable[[JobRecord], None]
 Redispatch = Callable[[str, int, str], None]
 """``redispatch(job_id, index, kind)``: schedule an item again."""
 
-__all__ = ["Context", "JobCanceled", "original_key", "reap", "run_item", "run_verify"]
+__all__ = [
+    "Context",
+    "JobCanceled",
+    "TimeLimitExceeded",
+    "original_key",
+    "reap",
+    "run_item",
+    "run_verify",
+    "sweep_orphans",
+]
 
 
 class JobCanceled(Exception):
     """Raised from the progress callback to stop work on a canceled job."""
+
+
+class TimeLimitExceeded(Exception):
+    """Raised from the progress callback once an item ran past ``task_time_limit_seconds``."""
 
 
 def original_key(job_id: str, index: int) -> str:
@@ -88,29 +101,53 @@ def _claim(ctx: Context, job_id: str, index: int, token: str) -> tuple[JobRecord
 
 
 class _Heartbeat(threading.Thread):
-    """Extends the item's lease while the photo is processed."""
+    """Extends the item's lease while the photo is processed, up to a wall-clock deadline.
 
-    def __init__(self, ctx: Context, job_id: str, index: int, token: str) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{job_id}-{index}")
-        self.ctx, self.job_id, self.index, self.token = ctx, job_id, index, token
+    Past ``task_time_limit_seconds`` it fails the item with ``time_limit`` itself (a handler
+    that never returns cannot hold a job forever; its late result is discarded).
+    """
+
+    def __init__(
+        self, ctx: Context, job_id: str, item: ItemRecord, token: str, on_finished: Finished
+    ) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}-{item.index}")
+        self.ctx, self.job_id, self.item, self.token = ctx, job_id, item, token
+        self.on_finished = on_finished
+        self.started = time.monotonic()
+        self.deadline = self.started + ctx.settings.task_time_limit_seconds
         self.stopped = threading.Event()
 
     def run(self) -> None:
         period = max(0.2, self.ctx.settings.lease_seconds / 3)
-        while not self.stopped.wait(period):
-
-            def fn(job: JobRecord) -> None:
-                item = job.items[self.index]
-                if item.worker == self.token and not item.done:
-                    item.lease_until = now() + self.ctx.settings.lease_seconds
-
+        while not self.stopped.wait(min(period, max(0.05, self.deadline - time.monotonic()))):
+            if time.monotonic() >= self.deadline:
+                self._expire()
+                return
             try:
-                self.ctx.store.update(self.job_id, fn)
+                self.ctx.store.update(self.job_id, self._extend)
             except Exception:  # a store hiccup must not kill the run; the lease tolerates it
-                log.warning("heartbeat failed for %s/%s", self.job_id, self.index, exc_info=True)
+                log.warning("heartbeat failed: %s/%s", self.job_id, self.item.index, exc_info=True)
+
+    def _extend(self, job: JobRecord) -> None:
+        item = job.items[self.item.index]
+        if item.worker == self.token and not item.done:
+            item.lease_until = now() + self.ctx.settings.lease_seconds
+
+    def _expire(self) -> None:
+        limit = self.ctx.settings.task_time_limit_seconds
+        log.error("job %s photo %s: past the %ss limit", self.job_id, self.item.index, limit)
+        outcome = _failed(self.item.filename, "time_limit", f"processing took over {limit}s")
+        seconds = time.monotonic() - self.started
+        try:
+            _commit(
+                self.ctx, self.job_id, self.item.index, self.token, outcome, seconds,
+                self.on_finished,
+            )  # fmt: skip
+        except Exception:  # the lease runs out instead; the sweep recovers
+            log.warning("time limit commit failed for %s", self.job_id, exc_info=True)
 
 
-def _progress(ctx: Context, job_id: str, index: int, token: str) -> ProgressFn:
+def _progress(ctx: Context, job_id: str, index: int, token: str, deadline: float) -> ProgressFn:
     """The handler's ``progress(done, total)``: recorded on the item in the kind's unit."""
 
     def report(done: int, total: int) -> None:
@@ -123,6 +160,8 @@ def _progress(ctx: Context, job_id: str, index: int, token: str) -> ProgressFn:
         job = ctx.store.update(job_id, fn)
         if job is None or job.status == "canceled":
             raise JobCanceled(job_id)
+        if time.monotonic() > deadline:
+            raise TimeLimitExceeded(job_id)
 
     return report
 
@@ -155,6 +194,8 @@ def _handle(
         return handler(data, item.filename, options, progress)
     except JobCanceled:
         return ItemOutcome(filename=item.filename, status="failed")
+    except TimeLimitExceeded:
+        return _failed(item.filename, "time_limit", "processing took too long")
     except Exception as exc:
         return _crash(item.filename, exc)
 
@@ -173,7 +214,7 @@ def run_item(
         return
     item = job.items[index]
     start = time.monotonic()
-    heartbeat = _Heartbeat(ctx, job_id, index, token)
+    heartbeat = _Heartbeat(ctx, job_id, item, token, on_finished)
     heartbeat.start()
     try:
         try:
@@ -181,7 +222,7 @@ def run_item(
         except BlobNotFound:
             outcome = _failed(item.filename, "original_missing", "the uploaded photo is gone")
         else:
-            progress = _progress(ctx, job_id, index, token)
+            progress = _progress(ctx, job_id, index, token, heartbeat.deadline)
             outcome = _handle(handlers, job, item, data, progress)
     finally:
         heartbeat.stopped.set()
@@ -238,17 +279,56 @@ def _cleanup_originals(ctx: Context, job: JobRecord) -> None:
     ctx.storage.delete_prefix(f"jobs/{job.id}/in")
 
 
-def reap(ctx: Context, redispatch: Redispatch, on_finished: Finished) -> None:
-    """Retry or fail items whose worker stopped heartbeating; expire old results."""
+def reap(
+    ctx: Context,
+    redispatch: Redispatch,
+    on_finished: Finished,
+    sent: dict[tuple[str, int], float] | None = None,
+) -> None:
+    """Retry or fail items whose worker stopped heartbeating; expire old results.
+
+    A photo still queued ``queued_redispatch_seconds`` after its job was created (or after
+    the last re-dispatch recorded in ``sent``, kept by the caller between sweeps) is
+    dispatched again: a lost message cannot leave it queued forever (a duplicate is a no-op).
+    """
     t = now()
-    for job in ctx.store.active():
+    sent = {} if sent is None else sent
+    active = ctx.store.active()
+    for job in active:
         for item in job.items:
             if item.status == "running" and (item.lease_until or 0) < t:
                 _requeue(ctx, job.id, item.index, redispatch, on_finished)
             elif item.status == "queued" and item.undispatched:
                 _dispatch_late(ctx, job, item.index, redispatch)
+            elif item.status == "queued":
+                last = sent.get((job.id, item.index), job.created_at)
+                if t - last > ctx.settings.queued_redispatch_seconds:
+                    log.warning("job %s photo %s: queued too long, sent again", job.id, item.index)
+                    redispatch(job.id, item.index, job.kind)
+                    sent[(job.id, item.index)] = t
+    ids = {job.id for job in active}
+    for key in [k for k in sent if k[0] not in ids]:
+        del sent[key]
     for job in ctx.store.finished_before(t):
         expire(ctx, job)
+
+
+def sweep_orphans(ctx: Context) -> list[str]:
+    """Delete uploads no job will process, older than ``orphan_max_age_seconds``.
+
+    That is every ``verify/<id>`` folder (a verification deletes its photos when it ends)
+    and every ``jobs/<id>`` folder without a job record (a submit that failed part-way, a
+    record purged while its files stayed). Returns the deleted prefixes.
+    """
+    before = now() - ctx.settings.orphan_max_age_seconds
+    gone = list(ctx.storage.stale("verify", before))
+    for prefix in ctx.storage.stale("jobs", before):
+        if ctx.store.get(prefix.rsplit("/", 1)[-1]) is None:
+            gone.append(prefix)
+    for prefix in gone:
+        ctx.storage.delete_prefix(prefix)
+        log.warning("deleted orphaned uploads %s", prefix)
+    return gone
 
 
 def _requeue(

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -39,7 +38,10 @@ class Storage(Protocol):
         """Remove every blob whose key starts with ``prefix``."""
 
     def check(self) -> None:
-        """Raise if the storage cannot be written and read back."""
+        """Raise if the storage cannot be reached (reads only, writes nothing)."""
+
+    def stale(self, prefix: str, before: float) -> list[str]:
+        """The folders directly under ``prefix`` whose newest blob is older than ``before``."""
 
 
 def _check_key(key: str) -> str:
@@ -48,22 +50,13 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _probe(store: Storage) -> None:
-    key = f"probe/{uuid.uuid4().hex}"
-    store.put(key, b"ok")
-    try:
-        if store.get(key) != b"ok":
-            raise OSError("storage returned different bytes")
-    finally:
-        store.delete(key)
-
-
 class LocalStorage:
     """Blobs as files under one directory (one machine, or a shared filesystem)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # uploads are face photos: owner only
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -97,8 +90,29 @@ class LocalStorage:
         shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
 
     def check(self) -> None:
-        """Write, read back and delete a probe file."""
-        _probe(self)
+        """The root is a folder this process may write to."""
+        if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
+            raise OSError("the storage folder is missing or not writable")
+
+    def stale(self, prefix: str, before: float) -> list[str]:
+        """Sub-folders of ``prefix`` with no file modified at or after ``before``."""
+        base = self._path(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        out = []
+        for child in base.iterdir():
+            files = [child] if child.is_file() else [p for p in child.rglob("*") if p.is_file()]
+            newest = max((_mtime(p) for p in files), default=_mtime(child))
+            if newest < before:
+                out.append(f"{prefix.rstrip('/')}/{child.name}")
+        return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 class S3Storage:
@@ -141,8 +155,20 @@ class S3Storage:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
 
     def check(self) -> None:
-        """Write, read back and delete a probe object."""
-        _probe(self)
+        """HEAD the bucket."""
+        self.client.head_bucket(Bucket=self.bucket)
+
+    def stale(self, prefix: str, before: float) -> list[str]:
+        """Folders under ``prefix`` whose objects were all last modified before ``before``."""
+        full = self.prefix + _check_key(prefix.rstrip("/")) + "/"
+        newest: dict[str, float] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(full) :].split("/", 1)[0]
+                t = obj["LastModified"].timestamp()
+                newest[name] = max(newest.get(name, 0.0), t)
+        return [f"{prefix.rstrip('/')}/{n}" for n, t in newest.items() if t < before]
 
 
 def open_storage(url: str | None, default_dir: Path, endpoint_url: str | None = None) -> Storage:

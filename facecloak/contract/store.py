@@ -8,11 +8,13 @@ that creates the job, so two concurrent submits with one key make one job.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, cast
+from urllib.parse import quote
 
 from facecloak.contract.records import JOB_DONE, JobRecord
 
@@ -63,7 +65,7 @@ class SQLiteJobStore:
 
     def __init__(self, path: Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -195,12 +197,34 @@ class SQLiteJobStore:
             self._db.execute("SELECT 1").fetchone()
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and its folder) readable by the owner only; fix looser modes.
+
+    Records hold file names, callback URLs and reports. SQLite creates its ``-wal`` and
+    ``-shm`` files with the database file's mode.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for extra in ("", "-wal", "-shm", "-journal"):
+        target = path.with_name(path.name + extra)
+        if target.exists():
+            os.chmod(target, 0o600)
+
+
+def idem_key(prefix: str, tenant: str, key: str) -> str:
+    """The Redis key of a tenant's idempotency key; the tenant is escaped, so no two
+    (tenant, key) pairs share one (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
+    return f"{prefix}idem:{quote(tenant, safe='')}:{key}"
+
+
 class RedisJobStore:
     """Records as JSON strings in Redis, with small indexes (distributed mode).
 
     Keys (prefix ``fc:``): ``job:<id>`` the record, ``tenant:<t>`` a sorted set of job ids by
     creation time, ``active`` the unfinished ids, ``expiry`` finished ids by expiry time,
-    ``idem:<t>:<key>`` the job of an idempotency key, ``count`` jobs per status, ``stats``.
+    ``idem:<t>:<key>`` the job of an idempotency key (``<t>`` percent-escaped), ``count`` jobs
+    per status, ``stats``.
     Run Redis with AOF persistence so that jobs survive a Redis restart.
     """
 
@@ -234,7 +258,8 @@ class RedisJobStore:
 
     def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
         """WATCH the idempotency key; SET it and the record in one MULTI."""
-        idem = f"{self.p}idem:{job.tenant}:{job.idempotency_key}" if job.idempotency_key else None
+        key = job.idempotency_key
+        idem = idem_key(self.p, job.tenant, key) if key else None
 
         def tx(pipe: Any) -> tuple[JobRecord, bool]:
             if idem is not None:
@@ -291,7 +316,7 @@ class RedisJobStore:
         pipe.zrem(f"{self.p}expiry", job_id)
         pipe.hincrby(f"{self.p}count", job.status, -1)
         if job.idempotency_key:
-            pipe.delete(f"{self.p}idem:{job.tenant}:{job.idempotency_key}")
+            pipe.delete(idem_key(self.p, job.tenant, job.idempotency_key))
         pipe.execute()
 
     def _many(self, ids: list[Any]) -> list[JobRecord]:

@@ -99,7 +99,7 @@ def _item_view(job_id: str, item: ItemRecord, unit: str) -> Item:
 
 def job_view(job: JobRecord) -> Job:
     """The public view of a record (no storage keys, no owner tokens)."""
-    has_result = job.status == "succeeded" and not job.result_expired
+    has_result = job.status == "succeeded" and any(i.result_key for i in job.items)
     unit = progress_unit(job.kind)
     return Job(
         id=job.id,

@@ -107,7 +107,7 @@ async def protect(
         options = parse_options(form, ProtectOptions, _PROTECT_FIELDS)
         known = st.known_models() if st.known_models else None
         check_models([*options.surrogates, *options.eval_models], known)
-        callback = callback_url(form, st.settings.webhook_allowed_hosts)
+        callback = await run_in_threadpool(callback_url, form, st.settings.webhook_allowed_hosts)
         files = await read_files(form, "files", st.settings.max_upload_bytes)
     finally:
         await form.close()

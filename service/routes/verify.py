@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -58,16 +59,40 @@ def _models(form: FormData, st: State) -> list[str] | None:
     return models
 
 
-def _store(blobs: dict[str, bytes], st: State) -> dict[str, str]:
-    """Check both photos (format, pixels) and put them in storage; their keys."""
-    keys = {}
+def _check(blobs: dict[str, bytes], st: State) -> None:
+    """Check both photos (format, pixels) before anything is stored."""
     for name, data in blobs.items():
         photo = check_photo(name, data, st.settings)
         if photo.error is not None:
             raise ApiError(photo.status, photo.error.code, f"{name}: {photo.error.message}")
-        keys[name] = f"verify/{uuid.uuid4().hex}/{name}"
-        st.ctx.storage.put(keys[name], data)
-    return keys
+
+
+def _store(blobs: dict[str, bytes], st: State) -> tuple[str, dict[str, str]]:
+    """Put the checked photos under one fresh prefix; (prefix, keys). Deleted by the caller."""
+    prefix = f"verify/{uuid.uuid4().hex}"
+    keys = {name: f"{prefix}/{name}" for name in blobs}
+    try:
+        for name, data in blobs.items():
+            st.ctx.storage.put(keys[name], data)
+    except BaseException:
+        st.ctx.storage.delete_prefix(prefix)
+        raise
+    return prefix, keys
+
+
+async def _run(st: State, keys: dict[str, str], models: list[str] | None) -> dict[str, Any]:
+    try:
+        report: dict[str, Any] = await run_in_threadpool(
+            st.dispatcher.verify, keys["original"], keys["protected"], models
+        )
+    except TimeoutError as exc:
+        raise ApiError(
+            504,
+            "verify_timeout",
+            "verification did not finish in time",
+            headers={"Retry-After": "30"},
+        ) from exc
+    return report
 
 
 @router.post(
@@ -86,13 +111,12 @@ async def verify(request: Request, st: St, who: Tenant) -> Verification:
     finally:
         await form.close()
     models = _models(form, st)  # text fields stay readable after close
-    keys = _store(blobs, st)
+    await run_in_threadpool(_check, blobs, st)
+    prefix, keys = await run_in_threadpool(_store, blobs, st)
     try:
-        report = await run_in_threadpool(
-            st.dispatcher.verify, keys["original"], keys["protected"], models
-        )
-    except TimeoutError as exc:
-        raise ApiError(504, "verify_timeout", "verification did not finish in time") from exc
+        report = await _run(st, keys, models)
+    finally:  # an unprotected face photo never outlives its request
+        await run_in_threadpool(st.ctx.storage.delete_prefix, prefix)
     error = report.get("error")
     if isinstance(error, dict) and "code" in error:
         raise ApiError(422, str(error["code"]), str(error.get("message", "")))
