@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tool_commands(sub)
     add_service_commands(sub)
+    from facecloak.commands_backdoor import add_backdoor_commands
+
+    add_backdoor_commands(sub)
     return p
 
 

@@ -48,7 +48,7 @@ def runtime(settings: Settings, model_store: ModelStore) -> Runtime:
 def protected_multi_face(tmp_path_factory: pytest.TempPathFactory, runtime: Runtime) -> Path:
     out = tmp_path_factory.mktemp("out")
     data = (faces_dir("dev") / "img59.jpg").read_bytes()
-    outcome = protect_photo(data, "img59.jpg", ProtectOptions(steps=40), runtime)
+    outcome = protect_photo(data, "img59.jpg", ProtectOptions(strength="medium", steps=40), runtime)
     assert outcome.status == "protected" and outcome.faces == 2, outcome.report.get("error")
     assert outcome.output is not None
     (out / "img59.jpg").write_bytes(outcome.output)

@@ -21,7 +21,7 @@ from workers.jobs.runtime import Runtime
 
 from .helpers import DEV, TEST, jpeg_bytes, runtime_for
 
-QUICK = ProtectOptions(steps=2, verify=False, eot_makeup=False)
+QUICK = ProtectOptions(strength="medium", steps=2, verify=False, eot_makeup=False)
 FACE = DEV / "img11.jpg"  # 600x800, one face
 _RUNTIME: list[Runtime] = []
 
@@ -162,3 +162,29 @@ def test_arcface_onnx_with_the_wrong_input_is_refused(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
     with pytest.raises(InvalidModelError, match="112"):
         add_user_model("bad-arcface", path, ModelStore(tmp_path / "cache"))
+
+
+def test_grey_photo_stays_grey_and_keeps_its_mode() -> None:
+    grey = Image.fromarray(_face_rgb()).convert("L")
+    buf = io.BytesIO()
+    grey.save(buf, "JPEG", quality=95)
+    options = ProtectOptions(strength="strong", steps=3, verify=False, eot_makeup=False)
+    out = protect(buf.getvalue(), "grey.jpg", options)
+    assert out.status == "protected" and out.output is not None
+    back = Image.open(io.BytesIO(out.output))
+    assert back.mode == "L" and back.format == "JPEG"
+    rgb = np.asarray(back.convert("RGB"))
+    assert np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+    src = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"), dtype=np.int16)
+    assert np.abs(np.asarray(back, dtype=np.int16) - src).max() > 0  # it was cloaked
+
+
+def test_sixteen_bit_grey_png_stays_sixteen_bit_grey() -> None:
+    grey16 = _face_rgb()[..., 0].astype(np.uint16) * 257
+    buf = io.BytesIO()
+    Image.fromarray(grey16).save(buf, "PNG")
+    options = ProtectOptions(strength="strong", steps=2, verify=False, eot_makeup=False)
+    out = protect(buf.getvalue(), "g16.png", options)
+    assert out.status == "protected" and out.output is not None
+    back = Image.open(io.BytesIO(out.output))
+    assert back.mode.startswith("I") and back.format == "PNG"

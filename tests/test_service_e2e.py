@@ -113,7 +113,7 @@ def test_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
                 "/v1/protect",
                 headers=A,
                 data={
-                    "steps": "4",
+                    "steps": "60",  # still running when the gateway stops
                     "verify": "false",
                     "eot_makeup": "false",
                     "eot_jpeg": "false",
@@ -123,8 +123,8 @@ def test_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
             )
             job_id = r.json()["id"]
             deadline = time.monotonic() + 120
-            url = f"/v1/jobs/{job_id}"  # wait until the photo is analysed (progress total known)
-            while c.get(url, headers=A).json()["items"][0]["progress"]["total"] < 1:
+            job_url = f"/v1/jobs/{job_id}"  # wait until the photo is analysed (total known)
+            while c.get(job_url, headers=A).json()["items"][0]["progress"]["total"] < 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         stop(proc)

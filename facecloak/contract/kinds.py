@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from facecloak.contract.backdoor import BackdoorScanOptions
 from facecloak.contract.options import ItemOutcome, ProtectOptions
 from facecloak.contract.queues import GPU_QUEUE
 
@@ -90,3 +91,4 @@ PROTECT = register_kind(
         description="Protect face photos with adversarial perturbations.",
     )
 )
+BACKDOOR_SCAN = register_kind(JobKind("backdoor_scan", BackdoorScanOptions, GPU_QUEUE, "Scan an image classifier for backdoors."))  # noqa: E501

@@ -126,6 +126,18 @@ class EotEntry(_Strict):
     params: dict[str, float | list[float]] = Field(default_factory=dict)
 
 
+class SearchSummary(_Strict):
+    """The least-visible-cloak search of a visibility preset, as run."""
+
+    levels_255: list[float] = Field(description="Luma budgets tried, smallest first.")
+    steps_per_level: list[int]
+    eps_chroma_255: float
+    mask_gain: list[float] = Field(min_length=2, max_length=2)
+    refine_steps: int = Field(ge=0, description="Iterations of the shrink phase.")
+    shrink: float = Field(description="Factor applied while the margin holds.")
+    visibility_cap: int | None = Field(description="JPEG quality cap; null: no cap.")
+
+
 class AttackSummary(_Strict):
     """The attack as run, generated from the job's attack spec."""
 
@@ -143,6 +155,9 @@ class AttackSummary(_Strict):
     quantise_8bit: bool = False
     seed: int
     surrogates: list[str] = Field(min_length=1)
+    search: SearchSummary | None = Field(
+        default=None, description="Visibility presets: the budget search (null: one attack)."
+    )
 
 
 class FaceAttack(_Strict):
@@ -151,6 +166,9 @@ class FaceAttack(_Strict):
     steps: int = Field(ge=0)
     converged: bool
     region: list[int] = Field(min_length=4, max_length=4, description="x0, y0, x1, y1.")
+    luma_eps_255: float | None = Field(
+        default=None, description="Visibility presets: the luma budget level the face ended at."
+    )
 
 
 class ModelUse(_Strict):

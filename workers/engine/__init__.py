@@ -4,11 +4,13 @@
   median, 8-bit quantisation; ``RandomApply``, ``Compose``, ``EOT``;
 * objectives: cosine dodging / impersonation, cross-entropy, CTC, penalties, combined by
   ``ModelObjective``, ``Ensemble``, ``Sum``, ``Expectation``;
-* budgets (L-inf, L2, universal trigger) and optimisers (sign, momentum, Adam);
-* one loop, ``IterativeAttack``, built from an ``AttackSpec`` (presets: FGSM ... TI-DI-MI-FGSM).
+* budgets (L-inf, L2, perceptual luma/chroma, universal trigger, per-group triggers) and
+  optimisers (sign, momentum, RMS-normalised momentum, Adam);
+* one loop, ``IterativeAttack``, built from an ``AttackSpec`` (presets: FGSM ... TI-DI-MI-FGSM),
+  with an ``on_step`` callback, and ``ScaleSearch`` to shrink a result while it still holds.
 """
 
-from workers.engine.attack import AttackResult, IterativeAttack
+from workers.engine.attack import AttackResult, IterativeAttack, OnStep, StepEvent
 from workers.engine.budget import Budget, L2Budget, LinfBudget, SharedBudget, TriggerBudget
 from workers.engine.diversity import InputDiversity
 from workers.engine.filters import GaussianBlur, MedianSmooth, Quantise8bit
@@ -33,7 +35,9 @@ from workers.engine.objectives import (
     dodging_loss,
     impersonation_loss,
 )
+from workers.engine.perceptual import PerceptualBudget
 from workers.engine.rescale import RandomRescale
+from workers.engine.shrink import ScaleResult, ScaleSearch
 from workers.engine.smoothing import GradientSmoothing
 from workers.engine.spec import (
     PRESETS,
@@ -58,7 +62,8 @@ from workers.engine.transforms import (
     Transform,
     TransformContext,
 )
-from workers.engine.update import AdamUpdate, MomentumUpdate, SignUpdate, UpdateRule
+from workers.engine.trigger import GroupTriggerBudget, Persistent
+from workers.engine.update import AdamUpdate, MomentumUpdate, RmsUpdate, SignUpdate, UpdateRule
 
 __all__ = [
     "CTC",
@@ -80,6 +85,7 @@ __all__ = [
     "Expectation",
     "GaussianBlur",
     "GradientSmoothing",
+    "GroupTriggerBudget",
     "Identity",
     "InputDiversity",
     "IterativeAttack",
@@ -92,12 +98,19 @@ __all__ = [
     "MomentumUpdate",
     "Objective",
     "ObjectiveValue",
+    "OnStep",
     "OutputLoss",
+    "PerceptualBudget",
+    "Persistent",
     "Quantise8bit",
     "RandomApply",
     "RandomRescale",
+    "RmsUpdate",
+    "ScaleResult",
+    "ScaleSearch",
     "SharedBudget",
     "SignUpdate",
+    "StepEvent",
     "Sum",
     "TotalVariationPenalty",
     "Transform",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +29,24 @@ class AttackResult:
     """Mean loss of the active samples at each iteration, before its step."""
     param: Tensor | None = None
     """A shared budget's final parameter (e.g. trigger mask + pattern)."""
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What the loop reports after each iteration (``on_step``)."""
+
+    step: int
+    """The iteration just finished, from 0."""
+    steps: int
+    """Iterations planned."""
+    active: Tensor
+    """Indices (into the batch) of the samples still attacked after this iteration."""
+    done: Tensor
+    """``[B]`` bool: samples reported done so far."""
+
+
+OnStep = Callable[[StepEvent], None]
+"""Called after every iteration; an exception it raises stops the attack (cancellation)."""
 
 
 def _mask_rows(mask: Tensor | None, index: Tensor, x: Tensor) -> Tensor | None:
@@ -57,6 +76,11 @@ class IterativeAttack:
     :class:`SharedBudget` one parameter serves the batch, its ``penalty`` is added to the
     loss, and the loop stops once every sample is done. ``input_transform`` (e.g.
     8-bit quantisation, input diversity) sits between the attacked image and the objective.
+
+    Shrink mode (``shrink = f``, additive budgets): done samples are not frozen; each
+    iteration on which a sample is done its ``delta`` is kept as its best and multiplied by
+    ``f``, and on the others it takes a step, so the loop runs every iteration and returns
+    each done sample's last ``delta`` that held: the smallest it found.
     """
 
     def __init__(
@@ -69,6 +93,7 @@ class IterativeAttack:
         smoothing: GradientSmoothing | None = None,
         random_start: bool = False,
         check_every: int = 1,
+        shrink: float | None = None,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -82,6 +107,9 @@ class IterativeAttack:
         self.smoothing = smoothing
         self.random_start = bool(random_start)
         self.check_every = int(check_every)
+        if shrink is not None and not 0.0 < shrink < 1.0:
+            raise ValueError(f"shrink must lie in (0, 1), got {shrink}")
+        self.shrink = shrink
 
     def run(
         self,
@@ -90,12 +118,16 @@ class IterativeAttack:
         ctx: TransformContext | None = None,
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
+        init: Tensor | None = None,
+        on_step: OnStep | None = None,
     ) -> AttackResult:
         """Attack the batch ``x`` ``[B, C, H, W]`` in ``[0, 1]``.
 
         ``ctx`` carries per-sample side data (``ctx["input"]`` is set to ``x``). ``mask``
         (broadcastable to ``x``, values in ``[0, 1]``) restricts where an additive
-        perturbation lives. Without ``generator`` one seeded with 0 is used.
+        perturbation lives. Without ``generator`` one seeded with 0 is used. ``init`` is an
+        additive attack's starting ``delta`` (projected; e.g. a smaller budget's result),
+        instead of zero or the random start. ``on_step`` is called after every iteration.
         """
         gen = torch.Generator().manual_seed(0) if generator is None else generator
         x = x.detach()
@@ -105,15 +137,18 @@ class IterativeAttack:
         ctx = ctx if INPUT in ctx else ctx.with_data(**{INPUT: x})
         self.update.reset()
         if isinstance(self.budget, SharedBudget):
-            return self._run_shared(self.budget, x, objective, ctx, gen)
+            return self._run_shared(self.budget, x, objective, ctx, gen, on_step)
         if mask is not None:
             mask = mask.detach().to(device=x.device, dtype=x.dtype)
             torch.broadcast_shapes(mask.shape, x.shape)
-        return self._run_additive(self.budget, x, objective, ctx, mask, gen)
+        if init is not None:
+            init = self.budget.project(init.detach().to(device=x.device, dtype=x.dtype), x)
+        return self._run_additive(self.budget, x, objective, ctx, mask, gen, init, on_step)
 
-    def _evaluate(
+    def evaluate(
         self, x_adv: Tensor, objective: Objective, ctx: TransformContext, gen: torch.Generator
     ) -> ObjectiveValue:
+        """The objective on ``x_adv`` after the loop's input transform (no step taken)."""
         x_in = x_adv if self.input_transform is None else self.input_transform(x_adv, ctx, gen)
         return _checked(objective(x_in, ctx, gen), x_adv.shape[0])
 
@@ -130,32 +165,49 @@ class IterativeAttack:
         ctx: TransformContext,
         mask: Tensor | None,
         gen: torch.Generator,
+        init: Tensor | None = None,
+        on_step: OnStep | None = None,
     ) -> AttackResult:
         batch, device = x.shape[0], x.device
-        delta = budget.random_start(x, gen) if self.random_start else torch.zeros_like(x)
+        if init is not None:
+            delta = init.clone()
+        else:
+            delta = budget.random_start(x, gen) if self.random_start else torch.zeros_like(x)
         active = torch.arange(batch, device=device)
         steps_run = torch.zeros(batch, dtype=torch.int64, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
+        best = delta.clone()  # shrink mode: the last delta that held
         history: list[float] = []
         for step in range(self.steps):
             current = delta[active].clone().requires_grad_(True)
             rows_mask = _mask_rows(mask, active, x)
             effective = current if rows_mask is None else current * rows_mask
-            out = self._evaluate(x[active] + effective, objective, ctx.select(active), gen)
+            out = self.evaluate(x[active] + effective, objective, ctx.select(active), gen)
             history.append(float(out.loss.detach().mean().item()))
             finished = out.done.detach().to(device=device, dtype=torch.bool)
             if step % self.check_every != 0:
                 finished = torch.zeros_like(finished)
             done[active[finished]] = True
             keep = ~finished
-            if not bool(keep.any()):
+            if self.shrink is not None:  # held: remember, shrink, and stay in the batch
+                held = active[finished]
+                best[held] = delta[held]
+                delta[held] = delta[held] * self.shrink
+            if bool(keep.any()):
+                (grad,) = torch.autograd.grad(out.loss[keep].sum(), current)
+                index = active[keep]
+                direction = self._direction(grad[keep], index)
+                stepped = current.detach()[keep] - self.step_size * direction
+                delta[index] = budget.project(stepped, x[index])
+                steps_run[index] += 1
+            if self.shrink is None:
+                active = active[keep]
+            if on_step is not None:
+                on_step(StepEvent(step, self.steps, active, done))
+            if active.numel() == 0:
                 break
-            (grad,) = torch.autograd.grad(out.loss[keep].sum(), current)
-            index = active[keep]
-            stepped = current.detach()[keep] - self.step_size * self._direction(grad[keep], index)
-            delta[index] = budget.project(stepped, x[index])
-            steps_run[index] += 1
-            active = index
+        if self.shrink is not None:
+            delta = torch.where(done.view(-1, *([1] * (x.dim() - 1))), best, delta)
         if mask is not None:
             delta = delta * mask
         return AttackResult(delta=delta.detach(), steps=steps_run, done=done, loss_history=history)
@@ -167,6 +219,7 @@ class IterativeAttack:
         objective: Objective,
         ctx: TransformContext,
         gen: torch.Generator,
+        on_step: OnStep | None = None,
     ) -> AttackResult:
         batch, device = x.shape[0], x.device
         param = budget.initial(x, gen)
@@ -175,7 +228,7 @@ class IterativeAttack:
         steps_taken = 0
         for step in range(self.steps):
             current = param.clone().requires_grad_(True)
-            out = self._evaluate(budget.apply(current, x), objective, ctx, gen)
+            out = self.evaluate(budget.apply(current, x), objective, ctx, gen)
             loss = out.loss.sum() + budget.penalty(current)
             history.append(float(loss.detach().item()) / batch)
             done = out.done.detach().to(device=device, dtype=torch.bool)
@@ -185,6 +238,9 @@ class IterativeAttack:
             direction = self._direction(grad, torch.zeros(1, dtype=torch.long, device=device))
             param = budget.project(current.detach() - self.step_size * direction, x)
             steps_taken += 1
+            if on_step is not None:
+                active = torch.arange(batch, device=device)
+                on_step(StepEvent(step, self.steps, active, done))
         with torch.no_grad():
             delta = budget.apply(param, x) - x
         steps = torch.full((batch,), steps_taken, dtype=torch.int64, device=device)

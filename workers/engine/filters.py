@@ -17,12 +17,18 @@ from workers.engine.transforms import TransformContext
 
 class Quantise8bit:
     """Round to 8-bit levels in the forward pass, identity gradient (straight-through), so
-    that what is optimised is exactly what an 8-bit file stores.
+    that what is optimised is exactly what an 8-bit file stores. ``bits < 8`` simulates a
+    colour-depth reduction (an attacker's clean-up, e.g. 5 bits = 32 levels).
     """
 
+    def __init__(self, bits: int = 8) -> None:
+        if not 1 <= bits <= 16:
+            raise ValueError(f"bits must lie in 1..16, got {bits}")
+        self.levels = float(2**bits - 1)
+
     def __call__(self, x: Tensor, ctx: TransformContext, gen: torch.Generator) -> Tensor:
-        """``round(x * 255) / 255`` with the gradient of the identity."""
-        return x + (torch.round(x * 255.0) / 255.0 - x).detach()
+        """``round(x * L) / L`` (``L = 2**bits - 1``) with the gradient of the identity."""
+        return x + (torch.round(x * self.levels) / self.levels - x).detach()
 
 
 def gaussian_profile(sigma: float, radius: int | None = None) -> Tensor:

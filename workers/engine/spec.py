@@ -16,13 +16,14 @@ from workers.engine.budget import Budget, L2Budget, LinfBudget, SharedBudget, Tr
 from workers.engine.diversity import InputDiversity
 from workers.engine.filters import GaussianBlur, MedianSmooth, Quantise8bit
 from workers.engine.jpeg import DifferentiableJpeg
+from workers.engine.perceptual import PerceptualBudget
 from workers.engine.rescale import RandomRescale
 from workers.engine.smoothing import GradientSmoothing
 from workers.engine.transforms import EOT, Compose, RandomApply, Transform
-from workers.engine.update import AdamUpdate, MomentumUpdate, SignUpdate, UpdateRule
+from workers.engine.update import AdamUpdate, MomentumUpdate, RmsUpdate, SignUpdate, UpdateRule
 
-BudgetKind = Literal["linf", "l2", "trigger"]
-OptimizerKind = Literal["sign", "momentum", "adam"]
+BudgetKind = Literal["linf", "l2", "trigger", "perceptual"]
+OptimizerKind = Literal["sign", "momentum", "adam", "rms"]
 TransformFactory = Callable[..., Transform]
 
 
@@ -65,6 +66,10 @@ class AttackSpec:
     step_size: float | None = None
     """Absolute step; None: ``2.5 * eps / steps`` (2/255 for eps 8/255 and 10 steps)."""
     budget: BudgetKind = "linf"
+    """``perceptual``: ``eps`` bounds luma, ``eps_chroma`` chroma, both scaled by a
+    visibility mask clipped to ``mask_gain`` (:class:`PerceptualBudget`)."""
+    eps_chroma: float = 0.0
+    mask_gain: tuple[float, float] = (0.5, 3.0)
     optimizer: OptimizerKind = "sign"
     momentum: float = 1.0
     diversity: float = 0.0
@@ -81,6 +86,9 @@ class AttackSpec:
     random_start: bool = False
     check_every: int = 1
     trigger_l1: float = 1e-3
+    shrink: float | None = None
+    """Shrink mode of the loop: a done sample's delta is multiplied by this and attacked on
+    (see :class:`IterativeAttack`); None: done samples are frozen."""
 
     @property
     def alpha(self) -> float:
@@ -92,6 +100,8 @@ class AttackSpec:
         """The attack's usual name: FGSM, I-FGSM, PGD, MI-FGSM, DI-MI-FGSM, TI-DI-MI-FGSM, Adam."""
         if self.optimizer == "adam":
             return "Adam"
+        if self.optimizer == "rms":
+            return "-".join(["TI"] * bool(self.ti_kernel) + ["DI"] * bool(self.diversity) + ["RMS"])
         parts = ["TI"] * bool(self.ti_kernel) + ["DI"] * bool(self.diversity)
         parts += ["MI"] * (self.optimizer == "momentum")
         if parts:
@@ -102,7 +112,9 @@ class AttackSpec:
 
     def describe(self) -> str:
         """A one-line summary, e.g. ``DI-MI-FGSM (L-inf) + EOT(makeup, rescale, jpeg)``."""
-        budget = {"linf": "L-inf", "l2": "L2", "trigger": "trigger"}[self.budget]
+        budget = {"linf": "L-inf", "l2": "L2", "trigger": "trigger", "perceptual": "luma/chroma"}[
+            self.budget
+        ]
         text = f"{self.name} ({budget})"
         if self.eot and self.eot_samples > 1:
             text += f" + EOT({', '.join(step.transform for step in self.eot)})"
@@ -119,6 +131,8 @@ def make_budget(spec: AttackSpec) -> Budget | SharedBudget:
         return LinfBudget(spec.eps)
     if spec.budget == "l2":
         return L2Budget(spec.eps)
+    if spec.budget == "perceptual":
+        return PerceptualBudget(spec.eps, spec.eps_chroma, gain=spec.mask_gain)
     return TriggerBudget(spec.trigger_l1)
 
 
@@ -128,6 +142,8 @@ def make_update(spec: AttackSpec) -> UpdateRule:
         return MomentumUpdate(spec.momentum)
     if spec.optimizer == "adam":
         return AdamUpdate()
+    if spec.optimizer == "rms":
+        return RmsUpdate(spec.momentum)
     return SignUpdate()
 
 
@@ -176,6 +192,7 @@ def build_attack(
         smoothing=make_smoothing(spec),
         random_start=spec.random_start,
         check_every=spec.check_every,
+        shrink=spec.shrink,
     )
 
 

@@ -113,3 +113,32 @@ class AdamUpdate:
         m_hat = m / (1.0 - self.beta1 ** t.view(shape))
         v_hat = v / (1.0 - self.beta2 ** t.view(shape))
         return m_hat / (v_hat.sqrt() + self.eps)
+
+
+class RmsUpdate:
+    """Momentum on the mean-abs-normalised gradient, stepped as ``g / rms(g)`` per sample.
+
+    Unlike sign steps, which push every pixel by the full step and so fill any budget,
+    the direction keeps the gradient's shape: pixels that matter move, the rest barely
+    do. The step's root mean square is 1, so ``step_size`` keeps its meaning.
+    """
+
+    kind = "rms"
+
+    def __init__(self, decay: float = 1.0) -> None:
+        self.decay = float(decay)
+        self._velocity = PerSampleState()
+
+    def reset(self) -> None:
+        """Forget the accumulated gradient."""
+        self._velocity = PerSampleState()
+
+    def direction(self, grad: Tensor, index: Tensor) -> Tensor:
+        """Accumulate the normalised gradient of samples ``index``; return it over its RMS."""
+        index = index.to(grad.device)
+        dims = tuple(range(1, grad.dim()))
+        scale = grad.abs().mean(dim=dims, keepdim=True).clamp_min(1e-12)
+        updated = self.decay * self._velocity.get(grad, index) + grad / scale
+        self._velocity.set(index, updated)
+        rms = updated.square().mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-12)
+        return updated / rms

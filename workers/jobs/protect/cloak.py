@@ -46,6 +46,7 @@ from workers.jobs.protect.geometry import (
     unpack_regions,
 )
 from workers.jobs.protect.makeup import MakeupFilter
+from workers.jobs.protect.search import Progress, StepMeter, search_cloak, search_progress
 from workers.jobs.protect.warp import AlignWarp, warp_affine
 
 DecoyPicker = Callable[[dict[str, np.ndarray]], tuple[list[str], dict[str, np.ndarray]]]
@@ -64,6 +65,8 @@ class CloakResult:
     model_seconds: float
     regions: list[tuple[int, int, int, int]]
     decoys: list[str] | None = None
+    levels: list[int] | None = None
+    """Search level each face ended at (visibility presets only)."""
 
 
 class TimedModel:
@@ -119,8 +122,18 @@ class Cloaker:
         self.makeup = makeup
         self.decoys = decoys
 
-    def protect(self, rgb: np.ndarray, faces: list[FaceInput], seed: int = 0) -> CloakResult:
-        """Return the photo with every face in ``faces`` cloaked."""
+    def protect(
+        self,
+        rgb: np.ndarray,
+        faces: list[FaceInput],
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> CloakResult:
+        """Return the photo with every face in ``faces`` cloaked.
+
+        ``progress(done, total)`` is called in attack-step units over all faces after
+        every step; an exception it raises (cancellation) stops the attack.
+        """
         start = time.perf_counter()
         geoms = [face_geometry(rgb.shape[:2], f, self.models) for f in faces]
         owners = ownership_masks(geoms, faces)
@@ -132,17 +145,33 @@ class Cloaker:
         ctx = ctx.with_data(**decoy_data)
         timed = {rec.name: TimedModel(rec) for rec in self.models}
         objective = self._objective(timed, ctx)
-        attack = build_attack(self.cfg.spec, [RegionResample(geoms)], diversity_at_input=False)
         gen = torch.Generator().manual_seed(seed)
-        result = attack.run(x, objective, ctx, mask=mask, generator=gen)
+        preprocess = [RegionResample(geoms)]
+        plan = self.cfg.search
+        levels = None
+        if plan is None:
+            meter = StepMeter(len(faces), self.cfg.spec.steps, progress)
+            attack = build_attack(self.cfg.spec, preprocess, diversity_at_input=False)
+            rows = torch.arange(len(faces))
+            on_step = search_progress(meter, rows, self.cfg.spec.steps)
+            result = attack.run(x, objective, ctx, mask=mask, generator=gen, on_step=on_step)
+            delta, steps, done = result.delta, result.steps, result.done
+        else:
+            meter = StepMeter(len(faces), plan.per_face, progress)
+            found = search_cloak(self.cfg, preprocess, (x, mask, ctx), objective, gen, meter)
+            delta, steps, done = found.delta, found.steps, found.done
+            levels = [int(v) for v in found.level.tolist()]
+        meter.finish(list(range(len(faces))))
+        meter.report()
         return CloakResult(
-            rgb=unpack_regions(rgb, x + result.delta, geoms, owners),
-            steps=[int(s) for s in result.steps.tolist()],
-            converged=[bool(d) for d in result.done.tolist()],
+            rgb=unpack_regions(rgb, x + delta, geoms, owners),
+            steps=[int(s) for s in steps.tolist()],
+            converged=[bool(d) for d in done.tolist()],
             seconds=time.perf_counter() - start,
             model_seconds=sum(t.seconds for t in timed.values()),
             regions=[g.region for g in geoms],
             decoys=decoy_names,
+            levels=levels,
         )
 
     def _clean_embeddings(

@@ -1,5 +1,8 @@
 """The protect job's attack, as data: the engine spec of each preset plus the face-only knobs.
 
+Legacy presets (``low``/``medium``/``high``) run one L-inf MI-FGSM attack; the visibility
+presets (``subtle``/``balanced``/``strong``) run a :class:`SearchPlan`.
+
 Every number the protect attack uses lives here (EOT probabilities included), so the job,
 the tests and the report read the same values.
 """
@@ -10,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from facecloak.contract.options import ProtectOptions
+from facecloak.contract.options import ProtectOptions, is_legacy
 from workers.engine import AttackSpec, EotStep
 
 ALPHA_RATIO = 0.15
@@ -24,6 +27,69 @@ DIVERSITY = 0.7
 EOT_MAKEUP = EotStep("makeup", 0.5)
 EOT_RESCALE = EotStep("rescale", 0.5, {"scale": (0.5, 1.0)})
 EOT_JPEG = EotStep("jpeg", 0.6, {"quality": (50, 95)})
+EOT_CLEANUPS = (
+    EotStep("median", 0.15, {"size": 3}),
+    EotStep("blur", 0.15, {"sigma": 1.0}),
+    EotStep("quantise", 0.15, {"bits": 5}),
+)
+"""An attacker's clean-ups (3x3 median, Gaussian blur sigma 1, 5-bit colour), in the
+EOT of the visibility presets."""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The least-visible-cloak search of a visibility preset.
+
+    Each face is attacked in the perceptual (luma/chroma, visibility-masked) budget of
+    the first level; faces that have not reached the margin move on to the next, larger
+    level (warm-started), and faces that have are then shrunk while the margin holds.
+    """
+
+    levels: tuple[tuple[float, int], ...]
+    """(luma eps in 1/255 units, attack steps) per level, smallest first."""
+    eps_chroma: float = 0.5
+    """Chroma eps in 1/255 units (kept tiny: colour noise is what FLIP sees most)."""
+    mask_gain: tuple[float, float] = (0.25, 3.0)
+    margin: float = 0.3
+    refine_steps: int = 30
+    """Iterations of the shrink phase for faces that reached the margin."""
+    refine_ratio: float = 0.03
+    """Step size of the shrink phase, as a fraction of the face's luma eps."""
+    shrink: float = 0.7
+    """Factor applied to a face's perturbation each shrink iteration on which it holds."""
+    cap: int | None = None
+    """The preset's visibility cap (a JPEG quality), checked on the saved photo."""
+
+    @property
+    def steps(self) -> int:
+        """Attack steps over all levels."""
+        return sum(n for _, n in self.levels)
+
+    @property
+    def per_face(self) -> int:
+        """Most steps one face can take: every level plus the shrink phase."""
+        return self.steps + self.refine_steps
+
+    def scaled(self, eps: float | None, steps: int | None) -> SearchPlan:
+        """The plan with the largest luma eps set to ``eps`` and ``steps`` attack steps in
+        total (both in proportion over the levels)."""
+        levels = self.levels
+        if eps is not None:
+            top = levels[-1][0]
+            levels = tuple((e * eps / top, n) for e, n in levels)
+        if steps is not None:
+            total = self.steps
+            levels = tuple((e, max(1, round(n * steps / total))) for e, n in levels)
+        return replace(self, levels=levels)
+
+
+SEARCH_PLANS: dict[str, SearchPlan] = {
+    "subtle": SearchPlan(levels=((3.0, 30), (6.0, 30)), margin=0.25, cap=90),
+    "balanced": SearchPlan(levels=((4.0, 25), (8.0, 25), (12.0, 30)), cap=75),
+    "strong": SearchPlan(
+        levels=((6.0, 25), (12.0, 25), (16.0, 30)), eps_chroma=1.0, margin=0.4, cap=None
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +106,25 @@ class CloakConfig:
     decoy_weight: float = 0.5
     weights: Mapping[str, float] = field(default_factory=dict)
     """Surrogate weights of the ensemble (1 when absent)."""
+    search: SearchPlan | None = None
+    """The visibility presets' search; None: one attack with ``spec`` (legacy presets)."""
+    preset: str | None = None
+
+    def level_spec(self, level: int, shrink: bool = False) -> AttackSpec:
+        """The spec of search level ``level`` (perceptual budget, RMS steps), or of its
+        shrink phase (small steps, shrink mode)."""
+        plan = self.search
+        assert plan is not None
+        eps255, steps = plan.levels[level]
+        eps = eps255 / 255.0
+        if shrink:
+            return self.spec.with_(
+                eps=eps,
+                steps=plan.refine_steps,
+                step_size=eps * plan.refine_ratio,
+                shrink=plan.shrink,
+            )
+        return self.spec.with_(eps=eps, steps=steps, step_size=eps * ALPHA_RATIO)
 
     @property
     def makeup(self) -> bool:
@@ -57,11 +142,6 @@ class CloakConfig:
 def attack_spec(options: ProtectOptions) -> AttackSpec:
     """The engine spec of the options' preset and overrides: DI-MI-FGSM, L-inf, EOT."""
     eps, steps = options.budget()
-    flags = (
-        (options.eot_makeup, EOT_MAKEUP),
-        (options.eot_rescale, EOT_RESCALE),
-        (options.eot_jpeg, EOT_JPEG),
-    )
     return AttackSpec(
         eps=eps,
         steps=steps,
@@ -70,7 +150,7 @@ def attack_spec(options: ProtectOptions) -> AttackSpec:
         optimizer="momentum",
         momentum=1.0,
         diversity=DIVERSITY,
-        eot=tuple(step for on, step in flags if on),
+        eot=_eot_steps(options, cleanups=False),
         eot_samples=EOT_SAMPLES,
         eot_keep_first_clean=True,
         early_stop_margin=MARGIN,
@@ -78,6 +158,44 @@ def attack_spec(options: ProtectOptions) -> AttackSpec:
     )
 
 
+def _eot_steps(options: ProtectOptions, cleanups: bool) -> tuple[EotStep, ...]:
+    flags = (
+        (options.eot_makeup, EOT_MAKEUP),
+        (options.eot_rescale, EOT_RESCALE),
+        (options.eot_jpeg, EOT_JPEG),
+    )
+    return tuple(step for on, step in flags if on) + (EOT_CLEANUPS if cleanups else ())
+
+
+def search_spec(plan: SearchPlan, options: ProtectOptions) -> AttackSpec:
+    """The spec of a visibility preset's largest level (what the report describes)."""
+    eps = plan.levels[-1][0] / 255.0
+    return AttackSpec(
+        eps=eps,
+        steps=plan.steps,
+        step_size=eps * ALPHA_RATIO,
+        budget="perceptual",
+        eps_chroma=plan.eps_chroma / 255.0,
+        mask_gain=plan.mask_gain,
+        optimizer="rms",
+        momentum=1.0,
+        diversity=DIVERSITY,
+        eot=_eot_steps(options, cleanups=True),
+        eot_samples=EOT_SAMPLES,
+        eot_keep_first_clean=True,
+        early_stop_margin=plan.margin,
+        quantise=True,
+    )
+
+
 def cloak_config(options: ProtectOptions) -> CloakConfig:
     """Attack settings for the chosen preset and overrides."""
-    return CloakConfig(spec=attack_spec(options), decoy=options.decoy)
+    if is_legacy(options.strength):
+        return CloakConfig(spec=attack_spec(options), decoy=options.decoy)
+    plan = SEARCH_PLANS[options.strength].scaled(options.eps, options.steps)
+    return CloakConfig(
+        spec=search_spec(plan, options),
+        decoy=options.decoy,
+        search=plan,
+        preset=options.strength,
+    )

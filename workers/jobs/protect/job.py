@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -19,17 +18,19 @@ from facecloak.images import DecodedImage, ImageError, decode_image, encode_imag
 from models.detection import Face
 from models.errors import ModelError
 from models.landmarks106 import GROUPS
+from workers.jobs import visibility
 from workers.jobs.analysis import FoundFaces, find_faces
 from workers.jobs.decoys import DecoyPicker
 from workers.jobs.protect.cloak import Cloaker, CloakResult
 from workers.jobs.protect.config import CloakConfig, cloak_config
 from workers.jobs.protect.geometry import FaceInput
 from workers.jobs.protect.makeup import MakeupFilter
+from workers.jobs.protect.search import Progress
 from workers.jobs.protect.summary import attack_summary
 from workers.jobs.runtime import Runtime
 from workers.jobs.verify import verify_arrays
 
-Progress = Callable[[int, int], None]
+__all__ = ["Progress", "build_cloaker", "check_models", "face_inputs", "protect_photo"]
 
 
 def check_models(options: ProtectOptions, runtime: Runtime) -> None:
@@ -72,7 +73,12 @@ def protect_photo(
     runtime: Runtime,
     progress: Progress | None = None,
 ) -> PhotoOutcome:
-    """Protect one photo. Bad input comes back as a failed outcome, never as an exception."""
+    """Protect one photo. Bad input comes back as a failed outcome, never as an exception.
+
+    ``progress(done, total)`` counts attack steps over all faces (faces that stop early
+    count their remaining steps as done); an exception it raises stops the attack and
+    propagates (the runner raises ``JobCanceled`` from it).
+    """
     start = time.perf_counter()
     report = ProtectReport(file=filename, status="failed")
     try:
@@ -93,17 +99,15 @@ def protect_photo(
     if not found.faces:
         return _no_face(report, found, min_size)
     total = len(found.faces)
-    if progress:
-        progress(0, total)
     cloaker = build_cloaker(options, runtime)
     faces = face_inputs(runtime, img.rgb, found.faces, cloaker.cfg.makeup)
-    result = cloaker.protect(img.rgb, faces, seed=options.seed)
-    if progress:
-        progress(total, total)
+    result = cloaker.protect(img.rgb, faces, seed=options.seed, progress=progress)
     output = encode_image(result.rgb, img)
     report = _attack_report(report, options, cloaker.cfg, result, runtime)
     if options.verify:
         report = _verified(report, img, output, found.faces, options, runtime)
+    elif options.visibility_cap is not None:
+        report = _within_cap(report, img, output, found.faces, options, runtime)
     report.seconds = Seconds(
         attack=report.seconds.attack if report.seconds else None,
         total=round(time.perf_counter() - start, 2),
@@ -111,6 +115,14 @@ def protect_photo(
     if report.status == "failed":
         return _outcome(report)
     return _outcome(report, total, output)
+
+
+def _level(config: CloakConfig, face: int, result: CloakResult | None = None) -> float | None:
+    """The luma budget (1/255 units) of the search level face ``face`` ended at."""
+    plan = config.search
+    if plan is None or result is None or result.levels is None:
+        return None
+    return round(plan.levels[result.levels[face]][0], 3)
 
 
 def _attack_report(
@@ -129,8 +141,12 @@ def _attack_report(
             "decoys": result.decoys or None,
             "attack": attack_summary(config, options.seed, options.surrogates),
             "faces": [
-                FaceAttack(steps=s, converged=c, region=list(r))
-                for s, c, r in zip(result.steps, result.converged, result.regions, strict=True)
+                FaceAttack(
+                    steps=s, converged=c, region=list(r), luma_eps_255=_level(config, i, result)
+                )
+                for i, (s, c, r) in enumerate(
+                    zip(result.steps, result.converged, result.regions, strict=True)
+                )
             ],
             "models": {
                 n: ModelUse(
@@ -157,14 +173,61 @@ def _verified(
     assert report.min_face_size is not None
     saved = decode_image(output, runtime.max_pixels).rgb
     names = list(dict.fromkeys([*options.surrogates, *options.eval_models]))
-    table = verify_arrays(runtime, img.rgb, saved, names, report.min_face_size, ref_faces=faces)
+    table = verify_arrays(
+        runtime,
+        img.rgb,
+        saved,
+        names,
+        report.min_face_size,
+        ref_faces=faces,
+        preset=options.strength,
+        visibility_cap=options.visibility_cap,
+    )
     report = report.model_copy(update={"verification": table})
     still = table.still_matched(options.surrogates)
-    if not any(still.values()):
+    if any(still.values()):
+        message = f"surrogates still match faces after protection: {still}"
+        return _failed(report, options, "protection_incomplete", message)
+    over = [i + 1 for i, f in enumerate(table.faces) if not f.visibility.within_cap]
+    return _cap_verdict(report, options, over)
+
+
+def _failed(
+    report: ProtectReport, options: ProtectOptions, code: str, message: str
+) -> ProtectReport:
+    """The report as failed with ``code``, offering the next preset."""
+    nxt = options.next_preset
+    if nxt is not None:
+        message += f"; try strength {nxt!r}"
+    error = ReportError(code=code, message=message)
+    return report.model_copy(update={"status": "failed", "error": error, "next_preset": nxt})
+
+
+def _cap_verdict(report: ProtectReport, options: ProtectOptions, over: list[int]) -> ProtectReport:
+    """Failed (``visibility_cap_exceeded``) when faces ``over`` (1-based) exceed the cap."""
+    if not over:
         return report
-    message = f"surrogates still match faces after protection: {still}"
-    error = ReportError(code="protection_incomplete", message=message)
-    return report.model_copy(update={"status": "failed", "error": error})
+    message = (
+        f"no cloak within the {options.strength!r} visibility cap (as visible as a JPEG "
+        f"q{options.visibility_cap} re-save) protects face(s) {over}"
+    )
+    return _failed(report, options, "visibility_cap_exceeded", message)
+
+
+def _within_cap(
+    report: ProtectReport,
+    img: DecodedImage,
+    output: bytes,
+    faces: list[Face],
+    options: ProtectOptions,
+    runtime: Runtime,
+) -> ProtectReport:
+    """Without verification: still refuse a photo whose faces exceed the preset's cap."""
+    saved = decode_image(output, runtime.max_pixels).rgb
+    boxes = [(float(f.box[0]), float(f.box[1]), float(f.box[2]), float(f.box[3])) for f in faces]
+    measured = [visibility.report(v) for v in visibility.photo_visibility(img.rgb, saved, boxes)]
+    capped = [v.with_cap(options.strength, options.visibility_cap) for v in measured]
+    return _cap_verdict(report, options, [i + 1 for i, v in enumerate(capped) if not v.within_cap])
 
 
 def face_inputs(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from facecloak.contract.reports import AttackSummary, EotEntry
+from facecloak.contract.reports import AttackSummary, EotEntry, SearchSummary
 from workers.engine import EotStep
 from workers.jobs.protect.config import CloakConfig
 
@@ -22,7 +22,12 @@ def attack_summary(config: CloakConfig, seed: int, surrogates: list[str]) -> Att
         eps_255=round(spec.eps * 255, 3),
         alpha_255=round(spec.alpha * 255, 3),
         max_steps=spec.steps,
-        optimizer={"sign": "sign", "momentum": "momentum_sign", "adam": "adam"}[spec.optimizer],
+        optimizer={
+            "sign": "sign",
+            "momentum": "momentum_sign",
+            "adam": "adam",
+            "rms": "rms_momentum",
+        }[spec.optimizer],
         diversity=spec.diversity > 0,
         translation_invariance=spec.ti_kernel > 0,
         eot_samples=spec.eot_samples,
@@ -34,4 +39,20 @@ def attack_summary(config: CloakConfig, seed: int, surrogates: list[str]) -> Att
         quantise_8bit=spec.quantise,
         seed=seed,
         surrogates=surrogates,
+        search=_search(config),
+    )
+
+
+def _search(config: CloakConfig) -> SearchSummary | None:
+    plan = config.search
+    if plan is None:
+        return None
+    return SearchSummary(
+        levels_255=[round(e, 3) for e, _ in plan.levels],
+        steps_per_level=[n for _, n in plan.levels],
+        eps_chroma_255=plan.eps_chroma,
+        mask_gain=list(plan.mask_gain),
+        refine_steps=plan.refine_steps,
+        shrink=plan.shrink,
+        visibility_cap=plan.cap,
     )
