@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -78,6 +79,10 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         chrome.quit()
 
 
+UPLOAD_LIMIT = 3_000_000
+"""Per-photo upload limit of the test gateway (the sample photo is ~0.8 MB)."""
+
+
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, settings: Settings, model_store: ModelStore
@@ -88,7 +93,7 @@ def gateway(
 
     runtime = runtime_for(settings, model_store)
     app = create_app(
-        gateway_settings(tmp_path_factory.mktemp("gateway")),
+        gateway_settings(tmp_path_factory.mktemp("gateway"), max_upload_bytes=UPLOAD_LIMIT),
         handlers=build_handlers(runtime),
         verifier=build_verifier(runtime),
         known_models=recognizer_names(model_store),
@@ -148,6 +153,38 @@ def test_a_non_image_is_explained(driver: Any, gateway: str, tmp_path: Path) -> 
     assert "not_an_image" in text or "unsupported_format" in text, text
 
 
+def test_a_photo_over_the_upload_limit_is_explained(
+    driver: Any, gateway: str, tmp_path: Path
+) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (1100, 1100, 3), dtype=np.uint8)
+    big = tmp_path / "big.png"
+    Image.fromarray(noise).save(big)  # random pixels do not compress: > 3 MB
+    assert big.stat().st_size > UPLOAD_LIMIT
+    driver.get(gateway + "/")
+    _fill(driver, "key-a", big)
+    text = _message(driver)
+    assert "too large" in text and "too_large" in text, text
+
+
+def test_a_photo_without_a_face_is_explained(
+    driver: Any, gateway: str, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ramp = np.tile(np.linspace(40, 220, 320, dtype=np.uint8)[None, :, None], (240, 1, 3))
+    plain = tmp_path / "wall.png"
+    Image.fromarray(ramp).save(plain)
+    driver.get(gateway + "/")
+    _fill(driver, "key-a", plain)
+    row = WebDriverWait(driver, 120).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#items li.no_face")
+    )
+    assert "no face found" in row.text and "wall.png" in row.text
+    # the key and the chosen photo are still in the form for the next try
+    assert driver.find_element(By.ID, "api-key").get_attribute("value") == "key-a"
+
+
 def _screenshot(chrome: Any, tmp_path: Path) -> Path:
     height = chrome.execute_script("return document.documentElement.scrollHeight")
     chrome.set_window_size(1200, min(int(height) + 40, 6000))
@@ -172,7 +209,7 @@ def test_protect_a_photo_in_the_browser(
 
     photo = sample_path(model_store)
     driver.get(gateway + "/")
-    _fill(driver, "key-a", photo, preset="high")
+    _fill(driver, "key-a", photo, preset="strong")
     WebDriverWait(driver, 60).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#items progress").is_displayed()
     )
