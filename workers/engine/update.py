@@ -76,14 +76,18 @@ class MomentumUpdate:
         """Forget the accumulated gradient."""
         self._velocity = PerSampleState()
 
-    def direction(self, grad: Tensor, index: Tensor) -> Tensor:
-        """Accumulate the normalised gradient of samples ``index`` and return its sign."""
+    def accumulate(self, grad: Tensor, index: Tensor) -> Tensor:
+        """``g <- decay * g + grad / mean|grad|`` for samples ``index``; returns the new ``g``."""
         index = index.to(grad.device)
         reduce_dims = tuple(range(1, grad.dim()))
         scale = grad.abs().mean(dim=reduce_dims, keepdim=True).clamp_min(1e-12)
         updated = self.decay * self._velocity.get(grad, index) + grad / scale
         self._velocity.set(index, updated)
-        return updated.sign()
+        return updated
+
+    def direction(self, grad: Tensor, index: Tensor) -> Tensor:
+        """Accumulate the normalised gradient of samples ``index`` and return its sign."""
+        return self.accumulate(grad, index).sign()
 
 
 class AdamUpdate:
@@ -115,7 +119,7 @@ class AdamUpdate:
         return m_hat / (v_hat.sqrt() + self.eps)
 
 
-class RmsUpdate:
+class RmsUpdate(MomentumUpdate):
     """Momentum on the mean-abs-normalised gradient, stepped as ``g / rms(g)`` per sample.
 
     Unlike sign steps, which push every pixel by the full step and so fill any budget,
@@ -125,20 +129,9 @@ class RmsUpdate:
 
     kind = "rms"
 
-    def __init__(self, decay: float = 1.0) -> None:
-        self.decay = float(decay)
-        self._velocity = PerSampleState()
-
-    def reset(self) -> None:
-        """Forget the accumulated gradient."""
-        self._velocity = PerSampleState()
-
     def direction(self, grad: Tensor, index: Tensor) -> Tensor:
         """Accumulate the normalised gradient of samples ``index``; return it over its RMS."""
-        index = index.to(grad.device)
+        updated = self.accumulate(grad, index)
         dims = tuple(range(1, grad.dim()))
-        scale = grad.abs().mean(dim=dims, keepdim=True).clamp_min(1e-12)
-        updated = self.decay * self._velocity.get(grad, index) + grad / scale
-        self._velocity.set(index, updated)
         rms = updated.square().mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-12)
         return updated / rms
