@@ -19,8 +19,8 @@ from facecloak.contract.kinds import BACKDOOR_SCAN
 from service.deps import SUBMIT_ERRORS, St, Tenant
 from service.errors import ApiError
 from service.forms import callback_url, parse_options, read_files, read_form
-from service.routes.jobs import _check_idempotency_key, job_response
-from service.schemas import Job, job_view
+from service.routes.jobs import accepted, check_idempotency_key
+from service.schemas import Job
 from service.uploads import Photo, is_archive, is_zip
 
 router = APIRouter()
@@ -99,12 +99,12 @@ async def backdoor_scan(
 ) -> JSONResponse:
     """Accept a model (+ reference, samples) and answer 202 with the job."""
     st.limiter.check(who)
-    _check_idempotency_key(idempotency_key)
+    check_idempotency_key(idempotency_key)
     form = await read_form(request, st.settings, 4)
     limit = st.settings.max_upload_bytes
     try:
         options = parse_options(form, BackdoorScanOptions, _FIELDS)
-        callback = callback_url(form, st.settings.webhook_allowed_hosts)
+        callback = await run_in_threadpool(callback_url, form, st.settings.webhook_allowed_hosts)
         model = await _one(form, "model", limit, required=True)
         reference = await _one(form, "reference", limit, required=False)
         samples = await _one(form, "samples", limit, required=False)
@@ -117,7 +117,4 @@ async def backdoor_scan(
     job, created = await run_in_threadpool(
         st.jobs.submit, who, BACKDOOR_SCAN.name, [item], options, callback, idempotency_key
     )
-    headers = {"Location": f"/v1/jobs/{job.id}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return job_response(job_view(job), 202, headers)
+    return accepted(job, created)

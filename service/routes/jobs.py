@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from facecloak.contract.kinds import PROTECT
 from facecloak.contract.options import ProtectOptions
+from facecloak.contract.records import JobRecord
 from service.deps import ERRORS, SUBMIT_ERRORS, St, Tenant
 from service.errors import ApiError
 from service.forms import (
@@ -70,7 +71,15 @@ def job_response(job: Job, status: int, extra: dict[str, str] | None = None) -> 
     return JSONResponse(job.model_dump(mode="json"), status_code=status, headers=headers)
 
 
-def _check_idempotency_key(key: str | None) -> None:
+def accepted(job: JobRecord, created: bool) -> JSONResponse:
+    """202 with the new (or idempotently replayed) job and its ``Location``."""
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return job_response(job_view(job), 202, headers)
+
+
+def check_idempotency_key(key: str | None) -> None:
     if key is not None and not IDEMPOTENCY_KEY_RE.match(key):
         raise ApiError(
             422,
@@ -101,7 +110,7 @@ async def protect(
     the same job, with a different body 422.
     """
     st.limiter.check(who)
-    _check_idempotency_key(idempotency_key)
+    check_idempotency_key(idempotency_key)
     form = await read_form(request, st.settings, st.settings.max_batch_photos + 1)
     try:
         options = parse_options(form, ProtectOptions, _PROTECT_FIELDS)
@@ -115,10 +124,7 @@ async def protect(
     job, created = await run_in_threadpool(
         st.jobs.submit, who, PROTECT.name, photos, options, callback, idempotency_key
     )
-    headers = {"Location": f"/v1/jobs/{job.id}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return job_response(job_view(job), 202, headers)
+    return accepted(job, created)
 
 
 @router.get("/v1/jobs", response_model=JobList, responses=ERRORS, summary="List your jobs")
