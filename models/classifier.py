@@ -19,26 +19,16 @@ import torch
 from torch import Tensor, nn
 
 from models.convert.onnx_front import convert_onnx, value_dims
-from models.errors import InvalidModelError, ModelError
+from models.errors import (
+    ExternalDataError,
+    InputSpecError,
+    InvalidModelError,
+    ModelTooLargeError,
+    NotAClassifierError,
+)
 
 MAX_ONNX_BYTES = 64 * 1024 * 1024
 _LOGIT_HEADS = ("Softmax", "LogSoftmax")
-
-
-class ModelTooLargeError(ModelError):
-    code = "model_too_large"
-
-
-class ExternalDataError(InvalidModelError):
-    code = "external_data"
-
-
-class NotAClassifierError(InvalidModelError):
-    code = "not_a_classifier"
-
-
-class InputSpecError(InvalidModelError):
-    code = "invalid_input_spec"
 
 
 @dataclass(frozen=True)

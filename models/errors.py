@@ -32,3 +32,21 @@ class UnsupportedOpError(ModelError):
 
 class InvalidModelError(ModelError):
     code = "invalid_model"
+
+
+class ModelTooLargeError(ModelError):
+    """An uploaded model file over the size limit."""
+
+    code = "model_too_large"
+
+
+class ExternalDataError(InvalidModelError):
+    code = "external_data"
+
+
+class NotAClassifierError(InvalidModelError):
+    code = "not_a_classifier"
+
+
+class InputSpecError(InvalidModelError):
+    code = "invalid_input_spec"
