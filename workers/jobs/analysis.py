@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -30,14 +31,26 @@ def find_faces(runtime: Runtime, rgb: np.ndarray, min_size: int) -> FoundFaces:
 
 def embed(runtime: Runtime, rgb: np.ndarray, faces: list[Face], model: str) -> np.ndarray:
     """Unit embeddings [n, d] of ``faces`` with recognizer ``model`` (numpy alignment)."""
+    return embed_many(runtime, [(rgb, faces)], model)[0]
+
+
+def embed_many(
+    runtime: Runtime, photos: list[tuple[np.ndarray, list[Face]]], model: str
+) -> list[np.ndarray]:
+    """Unit embeddings ``[n_i, d]`` of the faces of each photo, in one batched forward."""
     rec = runtime.recognizer(model)
-    if not faces:
-        return np.zeros((0, rec.spec.embedding_size), dtype=np.float32)
-    crops = np.stack([align(rgb, f.landmarks, rec.input_size, rec.spec.crop_scale) for f in faces])
-    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
+    crops = [
+        align(rgb, f.landmarks, rec.input_size, rec.spec.crop_scale)
+        for rgb, faces in photos
+        for f in faces
+    ]
+    if not crops:
+        return [np.zeros((0, rec.spec.embedding_size), dtype=np.float32) for _ in photos]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255.0)
     with torch.no_grad():
-        out = rec(x.to(runtime.device))
-    return out.cpu().numpy()
+        out = rec(x.to(runtime.device)).cpu().numpy()
+    bounds = np.cumsum([0] + [len(faces) for _, faces in photos])
+    return [out[a:b] for a, b in pairwise(bounds)]
 
 
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

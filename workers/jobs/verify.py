@@ -20,7 +20,7 @@ from facecloak.contract.reports import (
 from facecloak.images import decode_image
 from models.detection import Face
 from workers.jobs import conditions, visibility
-from workers.jobs.analysis import embed, find_faces, match_faces
+from workers.jobs.analysis import embed, embed_many, find_faces, match_faces
 from workers.jobs.quality import finite, psnr, ssim
 from workers.jobs.runtime import Runtime
 
@@ -39,20 +39,28 @@ def scaled_face(face: Face, s: float) -> Face:
 
 def _similarities(
     runtime: Runtime,
-    rgb: np.ndarray,
+    photos: list[np.ndarray],
     ref_faces: list[Face],
     ref_emb: dict[str, np.ndarray],
-    scale: float,
-) -> Similarities:
-    """Cosine similarity of each reference face with its re-detected face in ``rgb``."""
-    matched = match_faces([scaled_face(f, scale) for f in ref_faces], runtime.detect(rgb))
-    present = [f for f in matched if f is not None]
-    out: Similarities = {}
+    scales: list[float],
+) -> list[Similarities]:
+    """Per photo: cosine similarity of each reference face with its re-detected face.
+
+    The faces of all photos go through each recognizer in one batch.
+    """
+    matched = [
+        match_faces([scaled_face(f, s) for f in ref_faces], runtime.detect(rgb))
+        for rgb, s in zip(photos, scales, strict=True)
+    ]
+    present = [[f for f in found if f is not None] for found in matched]
+    out: list[Similarities] = [{} for _ in photos]
     for model, ref in ref_emb.items():
-        emb = iter(embed(runtime, rgb, present, model))
-        out[model] = [
-            None if f is None else float(next(emb) @ ref[i]) for i, f in enumerate(matched)
-        ]
+        embs = embed_many(runtime, list(zip(photos, present, strict=True)), model)
+        for k, (found, emb) in enumerate(zip(matched, embs, strict=True)):
+            it = iter(emb)
+            out[k][model] = [
+                None if f is None else float(next(it) @ ref[i]) for i, f in enumerate(found)
+            ]
     return out
 
 
@@ -131,14 +139,13 @@ def verify_arrays(
     ref_emb = {m: embed(runtime, original, ref_faces, m) for m in models}
     thr = {m: runtime.threshold(m) for m in models}
     faces = _face_rows(original, protected, ref_faces, models, (preset, visibility_cap))
+    photos, scales = [], []
     for cond in condition_names:
-        s = conditions.scale_of(cond)
-        clean = _similarities(
-            runtime, conditions.apply(runtime, original, cond), ref_faces, ref_emb, s
-        )
-        prot = _similarities(
-            runtime, conditions.apply(runtime, protected, cond), ref_faces, ref_emb, s
-        )
+        photos += [conditions.apply(runtime, img, cond) for img in (original, protected)]
+        scales += [conditions.scale_of(cond)] * 2
+    sims = _similarities(runtime, photos, ref_faces, ref_emb, scales)
+    for k, cond in enumerate(condition_names):
+        clean, prot = sims[2 * k], sims[2 * k + 1]
         for i, face in enumerate(faces):
             for m in models:
                 face.models[m][cond] = _check(clean[m][i], prot[m][i], thr[m])
