@@ -38,6 +38,8 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from facecloak.jpeg_tables import JpegTables, read_tables, save_params
+
 # Registered explicitly: Image.open(formats=...) needs every listed plugin loaded.
 _PLUGINS = (
     BmpImagePlugin,
@@ -139,6 +141,8 @@ class DecodedImage:
     bit_depth: int
     orientation: int = 1
     lossless: bool = False
+    jpeg_tables: JpegTables | None = None
+    """A JPEG's own quantisation tables and subsampling (it is re-saved with them)."""
 
 
 def _ensure_strict_loading() -> None:
@@ -377,6 +381,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
             bit_depth = _bit_depth(im, data)
             lossless = _is_lossless(im, data)
             rgb_im, alpha, icc = _to_rgb(im)
+            tables = read_tables(im)
         except ImageError:
             raise
         except Exception as exc:
@@ -395,6 +400,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         bit_depth=bit_depth,
         orientation=orientation,
         lossless=lossless,
+        jpeg_tables=tables,
     )
 
 
@@ -419,9 +425,11 @@ def _grey_image(arr: np.ndarray, like: DecodedImage, fmt: str) -> Image.Image | 
 def encode_image(rgb: np.ndarray, like: DecodedImage, jpeg_quality: int = 95) -> bytes:
     """Encode ``rgb`` (H, W, 3 uint8) in the format of ``like``, with no metadata but ICC.
 
-    JPEG: 4:4:4 chroma at ``jpeg_quality``; PNG, TIFF, BMP and lossless WebP: lossless;
-    lossy WebP: ``jpeg_quality``. Alpha from ``like`` is re-attached where the format holds
-    it (resized if ``rgb`` has another size). Orientation is already in the pixels.
+    JPEG: with the original's own tables and subsampling when known
+    (:mod:`facecloak.jpeg_tables`), else 4:4:4 at ``jpeg_quality``; PNG, TIFF, BMP and
+    lossless WebP: lossless; lossy WebP: ``jpeg_quality``. Alpha from ``like`` is
+    re-attached where the format holds it (resized if ``rgb`` has another size).
+    Orientation is already in the pixels.
     """
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] != 3:
@@ -441,7 +449,7 @@ def encode_image(rgb: np.ndarray, like: DecodedImage, jpeg_quality: int = 95) ->
     if like.icc_profile:
         params["icc_profile"] = like.icc_profile
     if fmt == "JPEG":
-        params.update(quality=jpeg_quality, subsampling=0, optimize=True)
+        params.update(save_params(like.jpeg_tables, jpeg_quality))
     elif fmt == "PNG":
         params.update(compress_level=6)
     elif fmt == "WEBP":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import time
@@ -273,13 +274,32 @@ def test_icc_profile_is_kept(photo: Image.Image) -> None:
             assert im.info.get("icc_profile") == icc, fmt
 
 
-def test_jpeg_is_444_at_the_given_quality(photo: Image.Image) -> None:
-    decoded = decode_image(_save(photo, "JPEG", quality=80, subsampling=2))
+def test_jpeg_keeps_its_own_tables_and_subsampling(photo: Image.Image) -> None:
+    source = _save(photo, "JPEG", quality=80, subsampling=2)
+    decoded = decode_image(source)
     out = encode_image(decoded.rgb, decoded, jpeg_quality=92)
+    with Image.open(io.BytesIO(out)) as im, Image.open(io.BytesIO(source)) as src:
+        assert JpegImagePlugin.get_sampling(im) == 2
+        assert im.quantization == src.quantization  # type: ignore[attr-defined]
+    again = decode_image(out).rgb.astype(int)
+    # the same tables make the re-save nearly idempotent: a q92 re-save changes far more
+    requality = _save(Image.fromarray(decoded.rgb), "JPEG", quality=92, subsampling=0)
+    drift = np.abs(decode_image(requality).rgb.astype(int) - decoded.rgb).mean()
+    assert np.abs(again - decoded.rgb).mean() < 0.5 * drift
+
+
+def test_jpeg_without_readable_tables_is_444_at_the_given_quality(photo: Image.Image) -> None:
+    decoded = decode_image(_save(photo, "JPEG", quality=80, subsampling=2))
+    plain = dataclasses.replace(decoded, jpeg_tables=None)
+    out = encode_image(plain.rgb, plain, jpeg_quality=92)
     reference = _save(Image.fromarray(decoded.rgb), "JPEG", quality=92, subsampling=0)
     with Image.open(io.BytesIO(out)) as im, Image.open(io.BytesIO(reference)) as ref:
         assert JpegImagePlugin.get_sampling(im) == 0
         assert im.quantization == ref.quantization  # type: ignore[attr-defined]
+
+
+def test_cmyk_jpeg_has_no_tables_to_keep(photo: Image.Image) -> None:
+    assert decode_image(_save(photo.convert("CMYK"), "JPEG", quality=95)).jpeg_tables is None
 
 
 def test_png_alpha_round_trips(photo: Image.Image) -> None:
