@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from facecloak.contract.options import ProtectOptions
+from facecloak.images import decode_image
 from facecloak.settings import Settings
 from models.registry import ModelStore
+from workers.jobs.analysis import find_faces
 from workers.jobs.protect import protect_photo
+from workers.jobs.protect.job import build_cloaker, face_inputs
 from workers.jobs.runtime import Runtime
 
 from .helpers import DEV, runtime_for
@@ -57,3 +61,16 @@ def test_balanced_protects_and_is_less_visible_than_legacy_medium(runtime: Runti
                 assert out.report["next_preset"] == "strong"
                 assert out.report["error"]["code"] == "visibility_cap_exceeded"
     assert flips["balanced"] < flips["medium"]
+
+
+def test_a_colour_face_gets_a_grey_change(runtime: Runtime) -> None:
+    rgb = decode_image(FACE.read_bytes()).rgb
+    options = ProtectOptions(steps=6, eot_makeup=False)
+    cloaker = build_cloaker(options, runtime)
+    found = find_faces(runtime, rgb, runtime.min_face_size).faces
+    faces = face_inputs(runtime, rgb, found, cloaker.cfg.makeup)
+    out = cloaker.protect(rgb, faces).rgb.astype(int) - rgb.astype(int)
+    changed = np.abs(out).sum(2) > 0
+    assert changed.sum() > 1000  # the face did change
+    grey = (out[..., 0] == out[..., 1]) & (out[..., 1] == out[..., 2])
+    assert grey[changed].mean() > 0.99  # the same 8-bit offset on R, G and B (bar clipping)
