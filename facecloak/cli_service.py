@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 def _embedded_app(settings: Settings) -> Any:
     """The gateway running jobs in this process: runtime and handlers built once, here."""
+    from facecloak.commands_captcha import embedded_captcha_pool
     from service.app import create_app
     from workers.handlers import build_handlers, build_verifier, models_probe, recognizer_names
     from workers.jobs.runtime import Runtime
@@ -25,6 +26,7 @@ def _embedded_app(settings: Settings) -> Any:
         verifier=build_verifier(runtime),
         readiness={"models": models_probe(runtime.store)},
         known_models=recognizer_names(runtime.store),
+        captcha_pool=embedded_captcha_pool(settings),
     )
 
 

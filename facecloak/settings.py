@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     storage_url: str | None = None
     result_ttl_seconds: int = 24 * 3600
     max_batch_photos: int = 100
+    max_open_items_per_tenant: int = Field(
+        default=500,
+        description="Photos a tenant may have queued or running at once (0: no limit); a "
+        "submit past it is refused with 429 quota_exceeded.",
+    )
+    max_steps: int = Field(
+        default=200, description="Largest 'steps' option a caller may ask for (422 past it)."
+    )
+    max_steps_per_photo: int = Field(
+        default=2400,
+        description="Attack steps one photo may take over all its faces (0: no limit); a "
+        "photo past it fails with too_many_steps (2400: about 20 faces at the strong preset).",
+    )
     rate_limit_per_minute: int = 120
     data_dir: Path = Field(
         default_factory=lambda: Path.home() / ".local" / "share" / "facecloak",
@@ -71,6 +84,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=2, description="Runs per photo before it is failed.")
     reaper_interval_seconds: float = Field(default=5.0, description="Lease/expiry sweep period.")
     verify_timeout_seconds: float = 300.0
+    verify_concurrency: int = Field(
+        default=4,
+        description="Verifications at once per gateway, on their own threads (503 "
+        "verify_busy past it).",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0, description="Embedded mode: how long stopping waits for running photos."
     )
@@ -88,6 +106,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 5
     webhook_backoff_seconds: float = Field(default=2.0, description="First retry delay (x2).")
     webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = Field(
+        default=4, description="Webhook attempts at once per gateway (one per tenant)."
+    )
     webhook_allowed_hosts: str = Field(
         default="",
         description="Comma-separated hosts callback_url may name (empty: any public host). "
@@ -103,9 +124,29 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         default=20, description="Wrong API keys per client address a minute before 429."
     )
+    captcha_ttl_seconds: float = Field(default=300.0, description="An issued CAPTCHA's life.")
+    captcha_wait_seconds: float = Field(
+        default=2.0, description="How long a CAPTCHA request waits on an empty pool (then 503)."
+    )
+    captcha_attempts_per_minute: int = Field(
+        default=60, description="CAPTCHA verifications per tenant a minute before 429."
+    )
+    captcha_pool_target: int = Field(
+        default=32, description="Ready CAPTCHAs kept per configuration (the filler's target)."
+    )
+    captcha_pool: bool = Field(
+        default=True, description="Serve CAPTCHAs (embedded: fill the pool in this process)."
+    )
     request_body_timeout_seconds: float = Field(
         default=60.0, description="Longest wait for the next chunk of a request body (408)."
     )
+    metrics_token: str = Field(
+        default="",
+        description="Bearer token /metrics requires (empty: /metrics is off and answers 404).",
+    )
     limit_concurrency: int = Field(default=256, description="Connections served at once (503).")
     timeout_keep_alive_seconds: int = Field(default=5, description="Idle keep-alive timeout.")
+    header_timeout_seconds: float = Field(
+        default=10.0, description="A request head not complete by then closes the connection."
+    )
     max_header_bytes: int = Field(default=64 * 1024, description="Largest request head.")

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from facecloak.contract.captcha_pool import CaptchaPool, RedisCaptchaPool
 from facecloak.contract.context import Context
 from facecloak.contract.kinds import Handlers, Probe, Verifier
 from facecloak.contract.webhooks import has_secrets
@@ -29,6 +30,7 @@ from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.reaper import Reaper
 from service.routes import router
+from service.verify_pool import VerifyPool
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def create_app(
     verifier: Verifier | None = None,
     readiness: Mapping[str, Probe] | None = None,
     known_models: KnownModels | None = None,
+    captcha_pool: CaptchaPool | None = None,
     ctx: Context | None = None,
     dispatcher: Dispatcher | None = None,
     background: bool = True,
@@ -63,7 +66,9 @@ def create_app(
     ``handlers`` (job kind -> handler) and ``verifier`` run the work in embedded mode (no
     broker); in distributed mode the workers hold them. ``readiness`` adds named probes to
     ``/readyz``. ``known_models`` lists the recognizers callers may name (None: not checked
-    here). ``background=False`` skips the reaper thread (tests drive sweeps).
+    here). ``captcha_pool`` serves ``/v1/captchas`` (None: a Redis pool in distributed mode,
+    none in embedded mode unless the CLI passes one it fills). ``background=False`` skips the
+    reaper thread (tests drive sweeps).
     """
     ctx = ctx or Context.from_settings(settings)
     dispatcher = dispatcher or make_dispatcher(ctx, handlers, verifier)
@@ -79,6 +84,9 @@ def create_app(
         metrics=Metrics(ctx.store, dispatcher),
         readiness=dict(readiness or {}),
         known_models=known_models,
+        captchas=captcha_pool if captcha_pool is not None else _redis_captchas(settings),
+        captcha_attempts=RateLimiter(settings.captcha_attempts_per_minute),
+        verifies=VerifyPool(settings.verify_concurrency, settings.verify_timeout_seconds),
     )
     reaper = Reaper(ctx, dispatcher)
 
@@ -117,6 +125,15 @@ def create_app(
         timeout_s=settings.request_body_timeout_seconds,
     )
     return app
+
+
+def _redis_captchas(settings: Settings) -> CaptchaPool | None:
+    """Distributed mode's CAPTCHA pool, in the job store's Redis (filled by
+    ``facecloak captcha fill``); None in embedded mode or with CAPTCHAs off."""
+    url = settings.jobstore_url or settings.broker_url
+    if not settings.captcha_pool or not url or not url.startswith(("redis://", "rediss://")):
+        return None
+    return RedisCaptchaPool.from_url(url)
 
 
 def _check_webhook_secrets(settings: Settings, mode: str) -> None:

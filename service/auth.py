@@ -50,3 +50,22 @@ class KeyRing:
                 headers={"WWW-Authenticate": API_KEY_HEADER},
             )
         return found
+
+
+def check_bearer(expected: str, authorization: str | None) -> None:
+    """Accept ``Authorization: Bearer <expected>``: 404 ``metrics_disabled`` when no token is
+    configured, 401 ``missing_metrics_token`` / ``invalid_metrics_token`` otherwise."""
+    if not expected:
+        raise ApiError(
+            404, "metrics_disabled", "metrics are off; set FACECLOAK_METRICS_TOKEN to scrape them"
+        )
+    scheme, _, token = (authorization or "").partition(" ")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, "missing_metrics_token", "send Authorization: Bearer <token>", headers=challenge
+        )
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ApiError(
+            401, "invalid_metrics_token", "the metrics token is not valid", headers=challenge
+        )

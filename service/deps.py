@@ -9,16 +9,18 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from facecloak.contract.captcha_pool import CaptchaPool
 from facecloak.contract.context import Context
 from facecloak.contract.kinds import Probe
 from facecloak.settings import Settings
-from service.auth import API_KEY_HEADER, KeyRing
+from service.auth import API_KEY_HEADER, KeyRing, check_bearer
 from service.dispatch import Dispatcher
 from service.errors import ApiError
 from service.jobs import JobService
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.schemas import ErrorResponse
+from service.verify_pool import VerifyPool
 
 KnownModels = Callable[[], Collection[str]]
 """The recognizer names callers may choose (``None`` on the app: names are checked later,
@@ -39,6 +41,9 @@ class State:
     auth_failures: RateLimiter = field(default_factory=lambda: RateLimiter(20))
     readiness: Mapping[str, Probe] = field(default_factory=dict)
     known_models: KnownModels | None = None
+    verifies: VerifyPool = field(default_factory=lambda: VerifyPool(4, 300.0))
+    captchas: CaptchaPool | None = None
+    captcha_attempts: RateLimiter = field(default_factory=lambda: RateLimiter(60))
 
 
 def state(request: Request) -> State:
@@ -58,6 +63,17 @@ def tenant(request: Request, key: Annotated[str | None, Depends(_api_key)] = Non
         return st.keys.tenant(key)
     except ApiError as exc:
         if exc.code == "invalid_api_key":
+            st.auth_failures.check(request.client.host if request.client else "unknown")
+        raise
+
+
+def metrics_access(request: Request) -> None:
+    """``Authorization: Bearer <FACECLOAK_METRICS_TOKEN>`` (wrong tokens count as wrong keys)."""
+    st = state(request)
+    try:
+        check_bearer(st.settings.metrics_token, request.headers.get("authorization"))
+    except ApiError as exc:
+        if exc.code == "invalid_metrics_token":
             st.auth_failures.check(request.client.host if request.client else "unknown")
         raise
 

@@ -19,13 +19,12 @@ from facecloak.contract.queues import (
     QUEUES,
     RUN_ITEM_TASK,
     VERIFY_TASK,
-    WEBHOOK_TASK,
     broker_url,
     celery_config,
 )
 from facecloak.contract.records import JobRecord
 from facecloak.contract.runner import run_item, run_verify
-from facecloak.contract.webhooks import send_job_webhook
+from service.outbox import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,8 @@ class Dispatcher(Protocol):
 
 
 class EmbeddedDispatcher:
-    """A thread pool in the gateway process; webhooks on a second small pool.
+    """A thread pool in the gateway process; verifications on a pool of their own (never
+    behind running photos); webhooks from the outbox (:class:`service.outbox.WebhookSender`).
 
     ``handlers`` run the items (kind -> handler); ``verifier`` answers ``/v1/verify``. An
     item of a kind without a handler fails with ``unsupported_kind``.
@@ -73,7 +73,8 @@ class EmbeddedDispatcher:
         self.handlers = handlers
         self.verifier = verifier
         self._pool: ThreadPoolExecutor | None = None
-        self._hooks: ThreadPoolExecutor | None = None
+        self.webhooks = WebhookSender(ctx)
+        self._verifies: ThreadPoolExecutor | None = None
         self._pending = 0
         self._running: set[Future[Any]] = set()
         self._lock = threading.Lock()
@@ -82,7 +83,9 @@ class EmbeddedDispatcher:
         """Create the pools and re-queue photos accepted before a restart."""
         workers = max(1, self.ctx.settings.embedded_workers)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="facecloak-job")
-        self._hooks = ThreadPoolExecutor(2, thread_name_prefix="facecloak-webhook")
+        self.webhooks.start()
+        size = max(1, self.ctx.settings.verify_concurrency)
+        self._verifies = ThreadPoolExecutor(size, thread_name_prefix="facecloak-verifier")
         for job in self.ctx.store.active():
             for item in job.items:
                 if item.status == "queued":
@@ -94,11 +97,12 @@ class EmbeddedDispatcher:
         Queued photos stay queued in the store and are dispatched again at the next start;
         a photo still running is retried then too (its lease runs out).
         """
-        for pool in (self._pool, self._hooks):
+        self.webhooks.stop()
+        for pool in (self._pool, self._verifies):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
         wait(list(self._running), timeout=self.ctx.settings.shutdown_grace_seconds)
-        self._pool = self._hooks = None
+        self._pool = self._verifies = None
 
     def _submit(self, fn: Any, *args: Any) -> Future[Any]:
         if self._pool is None:
@@ -127,18 +131,20 @@ class EmbeddedDispatcher:
         future.add_done_callback(_log_failure)
 
     def finished(self, job: JobRecord) -> None:
-        """Send the webhook in the background."""
-        if job.callback_url and self._hooks is not None:
-            self._hooks.submit(send_job_webhook, self.ctx, job.id).add_done_callback(_log_failure)
+        """Its webhook is in the outbox (written with the job's end): send it now."""
+        if job.callback_url:
+            self.webhooks.kick()
 
     def verify(
         self, original_key: str, protected_key: str, models: list[str] | None
     ) -> dict[str, Any]:
-        """Run on the job pool and wait."""
+        """Run on the verification pool and wait (TimeoutError past the limit)."""
         if self.verifier is None:
             raise RuntimeError("this gateway has no verifier")
+        if self._verifies is None:
+            raise RuntimeError("the embedded executor is not running")
         args = (self.ctx, self.verifier, original_key, protected_key, models)
-        future = self._submit(run_verify, *args)
+        future = self._verifies.submit(run_verify, *args)
         report: dict[str, Any] = future.result(timeout=self.ctx.settings.verify_timeout_seconds)
         return report
 
@@ -161,24 +167,28 @@ class CeleryDispatcher:
         from celery import Celery
 
         self.ctx = ctx
+        self.webhooks = WebhookSender(ctx)
         url = broker_url(ctx.settings)
         self.app = Celery("facecloak-gateway", broker=url, backend=url)
         self.app.conf.update(celery_config(ctx.settings))
 
     def start(self) -> None:
-        """Nothing to start: workers run elsewhere."""
+        """Send due webhooks from the outbox (retries, and those pending at a restart)."""
+        self.webhooks.start()
 
     def stop(self) -> None:
-        """Nothing to stop."""
+        """Stop sending webhooks."""
+        self.webhooks.stop()
 
     def enqueue(self, job_id: str, index: int, kind: str) -> None:
         """Send the run-item task to the queue of the job's kind."""
         self.app.send_task(RUN_ITEM_TASK, args=[job_id, index], queue=get_kind(kind).queue)
 
     def finished(self, job: JobRecord) -> None:
-        """Send the webhook task (cpu queue)."""
+        """Its webhook is in the outbox: this gateway sends it now (workers do the same for
+        jobs they finish, with the webhook task; a claim makes each attempt happen once)."""
         if job.callback_url:
-            self.app.send_task(WEBHOOK_TASK, args=[job.id])
+            self.webhooks.kick()
 
     def verify(
         self, original_key: str, protected_key: str, models: list[str] | None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import uuid
-import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,22 +17,38 @@ from facecloak.contract.context import Context
 from facecloak.contract.records import ItemRecord, JobRecord, now
 from facecloak.contract.runner import original_key
 from facecloak.contract.storage import BlobNotFound
+from facecloak.contract.store import QuotaExceeded
 from facecloak.contract.views import job_view
 from facecloak.contract.webhooks import tenant_secrets
 from service.dispatch import Dispatcher
 from service.errors import ApiError
 from service.uploads import Photo
+from service.zipstream import stream_zip
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Download:
-    """A result to send: bytes, media type and a file name."""
+    """A result to send: bytes (or chunks, for a batch zip), media type and a file name."""
 
-    data: bytes
+    data: bytes | Iterator[bytes]
     media_type: str
     filename: str
+
+
+def quota_error(exc: QuotaExceeded) -> ApiError:
+    """429 ``quota_exceeded``: the tenant has too many photos queued or running."""
+    message = (
+        f"you have {exc.open_items} photo(s) queued or running and this request adds "
+        f"{exc.requested}; the limit is {exc.limit} at once"
+    )
+    if exc.requested > exc.limit:
+        message += "; split the request"
+    else:
+        message += "; retry once some have finished"
+    details = {"open_items": exc.open_items, "requested": exc.requested, "limit": exc.limit}
+    return ApiError(429, "quota_exceeded", message, details, {"Retry-After": "30"})
 
 
 def request_hash(
@@ -76,8 +92,22 @@ class JobService:
                 "webhook_not_configured",
                 "callbacks are not available: no webhook secret is configured for your tenant",
             )
+        steps = getattr(options, "steps", None)
+        if isinstance(steps, int) and steps > self.ctx.settings.max_steps:
+            raise ApiError(
+                422,
+                "steps_over_limit",
+                f"steps={steps} is over this service's limit of {self.ctx.settings.max_steps}",
+                {"field": "steps", "limit": self.ctx.settings.max_steps},
+            )
         digest = request_hash(kind, photos, options, callback_url)
         job_id = "job_" + uuid.uuid4().hex
+        limit = self.ctx.settings.max_open_items_per_tenant
+        if limit and not idempotency_key:  # cheap early refusal; create() decides atomically
+            requested = sum(1 for photo in photos if photo.error is None)
+            have = self.ctx.store.open_items(tenant)
+            if have + requested > limit:
+                raise quota_error(QuotaExceeded(have, requested, limit))
         items = self._store_originals(job_id, photos)
         job = JobRecord(
             id=job_id,
@@ -90,9 +120,11 @@ class JobService:
             items=items,
         )
         try:
-            stored, created = self.ctx.store.create(job)
-        except Exception:
+            stored, created = self.ctx.store.create(job, max_open_items=limit)
+        except Exception as exc:
             self.ctx.storage.delete_prefix(f"jobs/{job_id}")  # nothing was accepted
+            if isinstance(exc, QuotaExceeded):
+                raise quota_error(exc) from None
             raise
         if not created:  # a concurrent submit with the same key won the race
             self.ctx.storage.delete_prefix(f"jobs/{job_id}")
@@ -113,9 +145,7 @@ class JobService:
         items = []
         try:
             for index, photo in enumerate(photos):
-                item = ItemRecord(
-                    index=index, filename=photo.filename, media_type=photo.media_type
-                )
+                item = ItemRecord(index=index, filename=photo.filename, media_type=photo.media_type)
                 if photo.error is not None:
                     item.status, item.error = "failed", photo.error
                 else:
@@ -213,12 +243,13 @@ class JobService:
         except BlobNotFound as exc:
             raise ApiError(410, "result_expired", "the result is no longer stored") from exc
 
-    def _zip(self, job: JobRecord) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
-            for rec in job.items:
-                if rec.result_key:
-                    archive.writestr(rec.filename, self._blob(rec.result_key))
-            manifest: dict[str, Any] = job_view(job).model_dump(mode="json")
-            archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-        return buf.getvalue()
+    def _zip(self, job: JobRecord) -> Iterator[bytes]:
+        """The batch zip, streamed: each result is read from storage as it is written."""
+        entries: list[tuple[str, Callable[[], bytes]]] = [
+            (rec.filename, partial(self._blob, rec.result_key))
+            for rec in job.items
+            if rec.result_key
+        ]
+        manifest: dict[str, Any] = job_view(job).model_dump(mode="json")
+        entries.append(("manifest.json", lambda: json.dumps(manifest, indent=2).encode()))
+        return stream_zip(entries)

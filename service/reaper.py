@@ -8,15 +8,15 @@ import threading
 import time
 
 from facecloak.contract.context import Context
-from facecloak.contract.runner import reap, sweep_orphans
+from facecloak.contract.sweeps import reap, sweep_orphans
 from service.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
 
 class Reaper(threading.Thread):
-    """Calls :func:`~facecloak.contract.runner.reap` every ``reaper_interval_seconds`` and
-    :func:`~facecloak.contract.runner.sweep_orphans` every ``orphans_period`` seconds."""
+    """Calls :func:`~facecloak.contract.sweeps.reap` every ``reaper_interval_seconds`` and
+    :func:`~facecloak.contract.sweeps.sweep_orphans` every ``orphans_period`` seconds."""
 
     def __init__(self, ctx: Context, dispatcher: Dispatcher) -> None:
         super().__init__(daemon=True, name="facecloak-reaper")

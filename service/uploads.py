@@ -50,6 +50,8 @@ class Photo:
     media_type: str | None = None
     error: JobError | None = None
     status: int = 200
+    size: tuple[int, int] | None = None
+    """Width and height as displayed (EXIF orientation applied), once checked."""
 
 
 def is_archive(data: bytes) -> bool:
@@ -208,7 +210,7 @@ def check_photo(name: str, data: bytes, settings: Settings) -> Photo:
                 message=f"{info.format} is not accepted; send one of {', '.join(sorted(allowed))}",
             ),
         )
-    return Photo(name, data, MEDIA_TYPES[info.format])
+    return Photo(name, data, MEDIA_TYPES[info.format], size=(info.width, info.height))
 
 
 def collect(files: list[tuple[str, bytes]], settings: Settings) -> list[Photo]:

@@ -6,6 +6,7 @@ import pytest
 
 from facecloak.settings import Settings
 from models.registry import ModelStore
+from tests.ci_required import pytest_runtest_makereport  # noqa: F401  (CI=true: no silent skips)
 
 
 def store_for(settings: Settings) -> ModelStore:

@@ -37,6 +37,8 @@ FACE_PHOTO = FACES / "obama__examples_obama.jpg"
 KEYS = "key-a:tenant-a,key-b:tenant-b"
 A = {"X-API-Key": "key-a"}
 B = {"X-API-Key": "key-b"}
+METRICS_TOKEN = "m3trics"
+METRICS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 KNOWN_MODELS = ("w600k_mbf", "sface", "facenet")
 
 
@@ -65,6 +67,7 @@ def settings(tmp: Path, **overrides: Any) -> Settings:
         "jobstore_url": None,
         "rate_limit_per_minute": 1000,
         "webhook_secret": "s3cret",
+        "metrics_token": METRICS_TOKEN,
         "webhook_backoff_seconds": 0.1,
         "reaper_interval_seconds": 0.3,
     }

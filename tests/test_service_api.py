@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from facecloak.contract.reports import Verification
 from facecloak.contract.webhooks import SIGNATURE_HEADER, verify_signature
 from tests.service_fixtures import (
+    METRICS,
     REPO,
     A,
     B,
@@ -271,7 +272,7 @@ def test_health_ready_metrics(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert set(ready.json()["checks"]) >= {"jobstore", "storage", "executor"}
     submit(client, [(JPEG_NAME, png())])
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=METRICS).text
     for name in (
         "facecloak_jobs{",
         "facecloak_queue_depth{",

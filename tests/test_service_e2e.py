@@ -18,6 +18,8 @@ from PIL import Image
 from tests.service_fixtures import (
     FACE_PHOTO,
     KEYS,
+    METRICS,
+    METRICS_TOKEN,
     REPO,
     A,
     free_port,
@@ -36,6 +38,7 @@ def serve(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     """``serve`` in embedded mode as a process, logging to ``tmp/serve.log``."""
     environ = subprocess_env(
         FACECLOAK_API_KEYS=KEYS,
+        FACECLOAK_METRICS_TOKEN=METRICS_TOKEN,
         FACECLOAK_DATA_DIR=str(tmp),
         FACECLOAK_BROKER_URL="",
         FACECLOAK_STORAGE_URL="",
@@ -93,7 +96,7 @@ def test_protect_a_real_photo(gateway: str) -> None:
         before, after = Image.open(io.BytesIO(photo)), Image.open(io.BytesIO(got.content))
         assert after.format == "JPEG" and after.size == before.size
         assert "exif" not in after.info or not after.getexif().get_ifd(0x8825)  # no GPS
-        text = c.get("/metrics").text
+        text = c.get("/metrics", headers=METRICS).text
         assert 'facecloak_jobs{status="succeeded"} 1.0' in text
 
 

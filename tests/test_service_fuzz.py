@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_fixtures import REPO, live_server, make_app
+from tests.service_fixtures import METRICS_TOKEN, REPO, live_server, make_app
 
 pytestmark = pytest.mark.skipif(
     shutil.which("schemathesis") is None, reason="schemathesis not installed"
@@ -33,6 +33,8 @@ def test_no_server_errors(tmp_path: Path) -> None:
                 url,
                 "-H",
                 "X-API-Key: key-a",
+                "-H",
+                f"Authorization: Bearer {METRICS_TOKEN}",  # /metrics is the operator's
                 "-c",
                 "not_a_server_error",
                 "-n",

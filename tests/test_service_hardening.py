@@ -33,6 +33,7 @@ from facecloak.contract.webhooks import (
 )
 from service.app import create_app
 from tests.service_fixtures import (
+    METRICS,
     A,
     err,
     fake_handlers,
@@ -417,12 +418,12 @@ def test_readyz_writes_nothing_and_hides_details(tmp_path: Path) -> None:
 def test_metrics_count_unknown_methods_as_other(tmp_path: Path) -> None:
     with TestClient(make_app(tmp_path)) as c:
         c.request("BREW", "/healthz")
-        text = c.get("/metrics").text
+        text = c.get("/metrics", headers=METRICS).text
     assert 'method="other"' in text and "BREW" not in text
 
 
 def test_idempotency_keys_do_not_collide_across_tenants_in_redis(tmp_path: Path) -> None:
-    from facecloak.contract.store import RedisJobStore
+    from facecloak.contract.store_redis import RedisJobStore
     from tests.service_fixtures import RedisServer
 
     redis = RedisServer(tmp_path)

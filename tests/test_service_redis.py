@@ -18,6 +18,8 @@ import pytest
 from tests.service_fixtures import (
     FACE_PHOTO,
     KEYS,
+    METRICS,
+    METRICS_TOKEN,
     REPO,
     A,
     RedisServer,
@@ -51,6 +53,7 @@ class Stack:
             "FACECLOAK_STORAGE_URL": str(self.tmp / "blobs"),
             "FACECLOAK_DATA_DIR": str(self.tmp / "data"),
             "FACECLOAK_API_KEYS": KEYS,
+            "FACECLOAK_METRICS_TOKEN": METRICS_TOKEN,
             "FACECLOAK_LEASE_SECONDS": "3",
             "FACECLOAK_REAPER_INTERVAL_SECONDS": "0.5",
             "FACECLOAK_MAX_ATTEMPTS": "3",
@@ -187,7 +190,7 @@ def test_real_job_through_the_queue(stack: Stack) -> None:
         got = c.get(f"/v1/jobs/{job['id']}/result", headers=A)
         assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
         assert got.content[:3] == b"\xff\xd8\xff" and got.content != photo
-        assert 'facecloak_queue_depth{queue="gpu"}' in c.get("/metrics").text
+        assert 'facecloak_queue_depth{queue="gpu"}' in c.get("/metrics", headers=METRICS).text
 
 
 @pytest.mark.parametrize("stack", [0.05], indirect=True)
@@ -200,7 +203,7 @@ def test_batch_fans_out_across_workers(stack: Stack) -> None:
         assert done["status"] == "succeeded", stack.logs()
         assert done["progress"]["photos_done"] == 6
         assert all(i["status"] == "protected" for i in done["items"])
-        a, b = png(), png(10, 10)
+        a, b = png(), png(color=(10, 10, 10))  # same size: sizes must match
         r = c.post(
             "/v1/verify", headers=A, files=[("original", ("a.png", a)), ("protected", ("b.png", b))]
         )

@@ -11,7 +11,8 @@ import pytest
 
 from facecloak.contract.records import ItemRecord, JobRecord
 from facecloak.contract.storage import BlobNotFound, LocalStorage, S3Storage, Storage, open_storage
-from facecloak.contract.store import JobStore, RedisJobStore, SQLiteJobStore
+from facecloak.contract.store import JobStore, SQLiteJobStore
+from facecloak.contract.store_redis import RedisJobStore
 from tests.service_fixtures import RedisServer, free_port
 
 

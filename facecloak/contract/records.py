@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from facecloak.contract.kinds import get_kind
 from facecloak.contract.options import JobError
@@ -65,6 +65,21 @@ class ItemRecord(BaseModel):
         return self.status in ITEM_DONE
 
 
+class WebhookState(BaseModel):
+    """The delivery of a job's callback: an outbox entry from the moment the job ends.
+
+    ``next_at`` is the earliest next attempt: after a failure the backoff, during an
+    attempt the claim's lease (so no other sender takes it). The entry survives restarts
+    because it is part of the record, written in the same step that ends the job.
+    """
+
+    status: Literal["pending", "delivered", "failed"] = "pending"
+    attempts: int = 0
+    next_at: float | None = None
+    error: str | None = None
+    delivered_at: float | None = None
+
+
 class JobRecord(BaseModel):
     """A job: who asked, which kind with which options, and where each item stands."""
 
@@ -84,6 +99,13 @@ class JobRecord(BaseModel):
     purge_at: float | None = None
     error: JobError | None = None
     items: list[ItemRecord] = Field(default_factory=list)
+    webhook: WebhookState | None = None
+
+    @model_validator(mode="after")
+    def _webhook_pending(self) -> JobRecord:
+        if self.callback_url and self.webhook is None:
+            self.webhook = WebhookState()
+        return self
 
     @field_validator("kind")
     @classmethod
@@ -95,6 +117,14 @@ class JobRecord(BaseModel):
     def done(self) -> bool:
         """Whether the job reached a final state."""
         return self.status in JOB_DONE
+
+    @property
+    def webhook_due(self) -> float | None:
+        """When the webhook outbox next has work on this job (None: nothing to send)."""
+        hook = self.webhook
+        if not self.done or hook is None or hook.status != "pending" or self.result_expired:
+            return None
+        return max(self.finished_at or 0.0, hook.next_at or 0.0)
 
     @property
     def sweep_at(self) -> float | None:

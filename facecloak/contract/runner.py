@@ -12,8 +12,9 @@ Safety against duplicate runs and dead workers:
 - The result is written under a key that includes the owner token, and only the run that
   still owns the item when it finishes *commits* it into the record; a loser deletes its
   blob. So a task that runs twice cannot corrupt a result.
-- A heartbeat thread extends the lease. :func:`reap` (run periodically by the gateway) puts
-  items whose lease ran out back in the queue, or fails them once ``max_attempts`` is spent.
+- A heartbeat thread extends the lease. :func:`~facecloak.contract.sweeps.reap` (run
+  periodically by the gateway) puts items whose lease ran out back in the queue, or fails
+  them once ``max_attempts`` is spent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,19 +33,20 @@ from pydantic import BaseModel, ValidationError
 from facecloak.contract.context import Context
 from facecloak.contract.kinds import Handlers, ProgressFn, Verifier, get_kind
 from facecloak.contract.options import ItemOutcome, JobError
-from facecloak.contract.records import ItemRecord, JobRecord, now
+from facecloak.contract.records import ItemRecord, JobRecord, now, progress_unit
 from facecloak.contract.storage import BlobNotFound
+from facecloak.contract.sweeps import expire, reap, sweep_orphans
 
 log = logging.getLogger(__name__)
 
 Finished = Callable[[JobRecord], None]
-Redispatch = Callable[[str, int, str], None]
-"""``redispatch(job_id, index, kind)``: schedule an item again."""
 
 __all__ = [
     "Context",
     "JobCanceled",
+    "StepLimitExceeded",
     "TimeLimitExceeded",
+    "expire",
     "original_key",
     "reap",
     "run_item",
@@ -60,6 +63,15 @@ class TimeLimitExceeded(Exception):
     """Raised from the progress callback once an item ran past ``task_time_limit_seconds``."""
 
 
+class StepLimitExceeded(Exception):
+    """Raised from the progress callback when an item needs more attack steps (over all its
+    faces) than ``max_steps_per_photo``."""
+
+    def __init__(self, total: int, limit: int) -> None:
+        super().__init__(f"{total} steps > {limit}")
+        self.total, self.limit = total, limit
+
+
 def original_key(job_id: str, index: int) -> str:
     """Where an uploaded photo is kept until it is processed."""
     return f"jobs/{job_id}/in/{index}"
@@ -67,13 +79,13 @@ def original_key(job_id: str, index: int) -> str:
 
 def _claim(ctx: Context, job_id: str, index: int, token: str) -> tuple[JobRecord | None, bool]:
     state = {"claimed": False}
+    t = ctx.store.now()  # leases are on the store's clock
 
     def fn(job: JobRecord) -> None:
         state["claimed"] = False
         item = job.items[index]
         if job.done or item.done:
             return
-        t = now()
         if item.status == "running" and (item.lease_until or 0) > t:
             return  # another run holds it
         if item.attempts >= ctx.settings.max_attempts:
@@ -93,7 +105,7 @@ def _claim(ctx: Context, job_id: str, index: int, token: str) -> tuple[JobRecord
         item.lease_until = t + ctx.settings.lease_seconds
         if job.status == "queued":
             job.status = "running"
-            job.started_at = job.started_at or t
+            job.started_at = job.started_at or now()
         state["claimed"] = True
 
     job = ctx.store.update(job_id, fn)
@@ -124,14 +136,15 @@ class _Heartbeat(threading.Thread):
                 self._expire()
                 return
             try:
-                self.ctx.store.update(self.job_id, self._extend)
+                until = self.ctx.store.now() + self.ctx.settings.lease_seconds
+                self.ctx.store.update(self.job_id, partial(self._extend, until=until))
             except Exception:  # a store hiccup must not kill the run; the lease tolerates it
                 log.warning("heartbeat failed: %s/%s", self.job_id, self.item.index, exc_info=True)
 
-    def _extend(self, job: JobRecord) -> None:
+    def _extend(self, job: JobRecord, until: float) -> None:
         item = job.items[self.item.index]
         if item.worker == self.token and not item.done:
-            item.lease_until = now() + self.ctx.settings.lease_seconds
+            item.lease_until = until
 
     def _expire(self) -> None:
         limit = self.ctx.settings.task_time_limit_seconds
@@ -147,10 +160,18 @@ class _Heartbeat(threading.Thread):
             log.warning("time limit commit failed for %s", self.job_id, exc_info=True)
 
 
-def _progress(ctx: Context, job_id: str, index: int, token: str, deadline: float) -> ProgressFn:
-    """The handler's ``progress(done, total)``: recorded on the item in the kind's unit."""
+def _progress(ctx: Context, job: JobRecord, index: int, token: str, deadline: float) -> ProgressFn:
+    """The handler's ``progress(done, total)``: recorded on the item in the kind's unit.
+
+    For kinds that count attack steps, a total past ``max_steps_per_photo`` stops the item.
+    """
+    job_id = job.id
+    limit = ctx.settings.max_steps_per_photo if progress_unit(job.kind) == "steps" else 0
 
     def report(done: int, total: int) -> None:
+        if limit and total > limit:
+            raise StepLimitExceeded(total, limit)
+
         def fn(job: JobRecord) -> None:
             item = job.items[index]
             if item.worker == token:
@@ -196,6 +217,12 @@ def _handle(
         return ItemOutcome(filename=item.filename, status="failed")
     except TimeLimitExceeded:
         return _failed(item.filename, "time_limit", "processing took too long")
+    except StepLimitExceeded as exc:
+        message = (
+            f"this photo needs {exc.total} attack steps over all its faces, more than the "
+            f"limit of {exc.limit}; send fewer faces per photo (crop) or ask for fewer steps"
+        )
+        return _failed(item.filename, "too_many_steps", message)
     except Exception as exc:
         return _crash(item.filename, exc)
 
@@ -222,7 +249,7 @@ def run_item(
         except BlobNotFound:
             outcome = _failed(item.filename, "original_missing", "the uploaded photo is gone")
         else:
-            progress = _progress(ctx, job_id, index, token, heartbeat.deadline)
+            progress = _progress(ctx, job, index, token, heartbeat.deadline)
             outcome = _handle(handlers, job, item, data, progress)
     finally:
         heartbeat.stopped.set()
@@ -277,120 +304,6 @@ def _commit(
 
 def _cleanup_originals(ctx: Context, job: JobRecord) -> None:
     ctx.storage.delete_prefix(f"jobs/{job.id}/in")
-
-
-def reap(
-    ctx: Context,
-    redispatch: Redispatch,
-    on_finished: Finished,
-    sent: dict[tuple[str, int], float] | None = None,
-) -> None:
-    """Retry or fail items whose worker stopped heartbeating; expire old results.
-
-    A photo still queued ``queued_redispatch_seconds`` after its job was created (or after
-    the last re-dispatch recorded in ``sent``, kept by the caller between sweeps) is
-    dispatched again: a lost message cannot leave it queued forever (a duplicate is a no-op).
-    """
-    t = now()
-    sent = {} if sent is None else sent
-    active = ctx.store.active()
-    for job in active:
-        for item in job.items:
-            if item.status == "running" and (item.lease_until or 0) < t:
-                _requeue(ctx, job.id, item.index, redispatch, on_finished)
-            elif item.status == "queued" and item.undispatched:
-                _dispatch_late(ctx, job, item.index, redispatch)
-            elif item.status == "queued":
-                last = sent.get((job.id, item.index), job.created_at)
-                if t - last > ctx.settings.queued_redispatch_seconds:
-                    log.warning("job %s photo %s: queued too long, sent again", job.id, item.index)
-                    redispatch(job.id, item.index, job.kind)
-                    sent[(job.id, item.index)] = t
-    ids = {job.id for job in active}
-    for key in [k for k in sent if k[0] not in ids]:
-        del sent[key]
-    for job in ctx.store.finished_before(t):
-        expire(ctx, job)
-
-
-def sweep_orphans(ctx: Context) -> list[str]:
-    """Delete uploads no job will process, older than ``orphan_max_age_seconds``.
-
-    That is every ``verify/<id>`` folder (a verification deletes its photos when it ends)
-    and every ``jobs/<id>`` folder without a job record (a submit that failed part-way, a
-    record purged while its files stayed). Returns the deleted prefixes.
-    """
-    before = now() - ctx.settings.orphan_max_age_seconds
-    gone = list(ctx.storage.stale("verify", before))
-    for prefix in ctx.storage.stale("jobs", before):
-        if ctx.store.get(prefix.rsplit("/", 1)[-1]) is None:
-            gone.append(prefix)
-    for prefix in gone:
-        ctx.storage.delete_prefix(prefix)
-        log.warning("deleted orphaned uploads %s", prefix)
-    return gone
-
-
-def _requeue(
-    ctx: Context, job_id: str, index: int, redispatch: Redispatch, on_finished: Finished
-) -> None:
-    state = {"action": ""}
-
-    def fn(job: JobRecord) -> None:
-        state["action"] = ""
-        item = job.items[index]
-        if item.status != "running" or (item.lease_until or 0) >= now():
-            return
-        item.worker, item.lease_until = None, None
-        if item.attempts >= ctx.settings.max_attempts:
-            item.status = "failed"
-            item.error = JobError(
-                code="worker_lost",
-                message=f"the worker stopped {item.attempts} time(s) while processing this photo",
-            )
-            state["action"] = "finished" if job.settle(ctx.settings.result_ttl_seconds) else ""
-        else:
-            item.status = "queued"
-            state["action"] = "requeue"
-
-    job = ctx.store.update(job_id, fn)
-    if job is None:
-        return
-    if state["action"] == "requeue":
-        log.warning("job %s photo %s: worker lost, queued again", job_id, index)
-        redispatch(job_id, index, job.kind)
-    elif state["action"] == "finished":
-        _cleanup_originals(ctx, job)
-        on_finished(job)
-
-
-def _dispatch_late(ctx: Context, job: JobRecord, index: int, redispatch: Redispatch) -> None:
-    """Enqueue an item whose first enqueue failed (broker down at submit time)."""
-    job_id = job.id
-    redispatch(job_id, index, job.kind)
-
-    def fn(job: JobRecord) -> None:
-        job.items[index].undispatched = False
-
-    ctx.store.update(job_id, fn)
-
-
-def expire(ctx: Context, job: JobRecord) -> None:
-    """Delete a finished job's blobs once its results expired; drop the record a TTL later."""
-    if job.expires_at is None:
-        return
-    if not job.result_expired:
-        ctx.storage.delete_prefix(f"jobs/{job.id}")
-
-        def fn(rec: JobRecord) -> None:
-            rec.result_expired = True
-            rec.purge_at = (rec.expires_at or now()) + ctx.settings.result_ttl_seconds
-            for item in rec.items:
-                item.result_key = None
-
-        ctx.store.update(job.id, fn)
-    elif (job.purge_at or 0) < now():
-        ctx.store.delete(job.id)
 
 
 def run_verify(

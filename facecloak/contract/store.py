@@ -1,4 +1,5 @@
-"""Job stores: where job records live. SQLite for embedded mode, Redis for distributed mode.
+"""Job stores: where job records live. SQLite for embedded mode (here), Redis for distributed
+mode (:mod:`facecloak.contract.store_redis`).
 
 Every change is :meth:`JobStore.update`, an atomic read-modify-write: ``fn`` mutates the
 record in place and may be called more than once (on a write conflict), so it must only
@@ -11,21 +12,53 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol, cast
-from urllib.parse import quote
+from typing import Any, Protocol
 
-from facecloak.contract.records import JOB_DONE, JobRecord
+from facecloak.contract.records import JobRecord
+
+OPEN_ITEM = frozenset({"queued", "running"})
 
 Mutator = Callable[[JobRecord], None]
+
+
+class QuotaExceeded(Exception):
+    """A tenant's queued and running items plus a new job's would pass its quota."""
+
+    def __init__(self, open_items: int, requested: int, limit: int) -> None:
+        super().__init__(f"{open_items} + {requested} open items > {limit}")
+        self.open_items, self.requested, self.limit = open_items, requested, limit
+
+
+def open_items(jobs: Iterable[JobRecord]) -> int:
+    """Items queued or running in ``jobs``."""
+    return sum(1 for job in jobs if not job.done for item in job.items if item.status in OPEN_ITEM)
+
+
+def check_quota(jobs: Iterable[JobRecord], job: JobRecord, limit: int | None) -> None:
+    """Raise :class:`QuotaExceeded` if ``job`` would take its tenant (whose unfinished
+    ``jobs`` these are) past ``limit`` open items (None or 0: no limit)."""
+    if not limit:
+        return
+    have, requested = open_items(jobs), open_items([job])
+    if have + requested > limit:
+        raise QuotaExceeded(have, requested, limit)
 
 
 class JobStore(Protocol):
     """What the gateway and the workers need from a job store."""
 
-    def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
-        """Insert ``job``; if its tenant+idempotency key exists, return (that job, False)."""
+    def create(self, job: JobRecord, max_open_items: int | None = None) -> tuple[JobRecord, bool]:
+        """Insert ``job``; if its tenant+idempotency key exists, return (that job, False).
+
+        With ``max_open_items``, raise :class:`QuotaExceeded` instead when the tenant's
+        queued and running items plus the job's would pass it (checked atomically).
+        """
+
+    def open_items(self, tenant: str) -> int:
+        """The tenant's items queued or running."""
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record, or None."""
@@ -56,6 +89,14 @@ class JobStore(Protocol):
     def stats(self) -> dict[str, float]:
         """The named counters."""
 
+    def webhooks_due(self, t: float) -> list[JobRecord]:
+        """Per tenant, the job whose webhook is due earliest (at or before ``t``): one per
+        tenant, so a tenant with many pending webhooks cannot crowd out the others."""
+
+    def now(self) -> float:
+        """The store's clock (seconds since the epoch): leases are set and compared on it, so
+        hosts whose clocks disagree still agree on whose lease ran out."""
+
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
 
@@ -81,6 +122,9 @@ class SQLiteJobStore:
               tenant TEXT NOT NULL, key TEXT NOT NULL, job_id TEXT NOT NULL,
               PRIMARY KEY (tenant, key));
             CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS outbox (
+              job_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, due_at REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS outbox_due ON outbox (tenant, due_at);
             """
         )
 
@@ -91,13 +135,21 @@ class SQLiteJobStore:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (job.id, job.tenant, job.status, job.created_at, job.sweep_at, job.model_dump_json()),
         )
+        due = job.webhook_due
+        if due is None:
+            self._db.execute("DELETE FROM outbox WHERE job_id = ?", (job.id,))
+        else:
+            self._db.execute(
+                "REPLACE INTO outbox (job_id, tenant, due_at) VALUES (?, ?, ?)",
+                (job.id, job.tenant, due),
+            )
 
     def _read(self, job_id: str) -> JobRecord | None:
         row = self._db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return JobRecord.model_validate_json(row[0]) if row else None
 
-    def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
-        """Insert, reserving the idempotency key in the same transaction."""
+    def create(self, job: JobRecord, max_open_items: int | None = None) -> tuple[JobRecord, bool]:
+        """Insert, reserving the idempotency key and checking the quota in one transaction."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -114,6 +166,7 @@ class SQLiteJobStore:
                         "REPLACE INTO idem (tenant, key, job_id) VALUES (?, ?, ?)",
                         (job.tenant, job.idempotency_key, job.id),
                     )
+                check_quota(self._unfinished(job.tenant), job, max_open_items)
                 self._write(job, insert=True)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -146,6 +199,7 @@ class SQLiteJobStore:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._db.execute("DELETE FROM idem WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM outbox WHERE job_id = ?", (job_id,))
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[JobRecord]:
         with self._lock:
@@ -162,6 +216,18 @@ class SQLiteJobStore:
             (tenant, before if before is not None else float("inf"), limit),
         )
 
+    def _unfinished(self, tenant: str) -> list[JobRecord]:
+        rows = self._db.execute(
+            "SELECT body FROM jobs WHERE tenant = ? AND status IN ('queued', 'running')",
+            (tenant,),
+        ).fetchall()
+        return [JobRecord.model_validate_json(r[0]) for r in rows]
+
+    def open_items(self, tenant: str) -> int:
+        """Counted over the tenant's unfinished jobs."""
+        with self._lock:
+            return open_items(self._unfinished(tenant))
+
     def active(self) -> list[JobRecord]:
         """Queued and running jobs."""
         return self._query("SELECT body FROM jobs WHERE status IN ('queued', 'running')", ())
@@ -169,6 +235,17 @@ class SQLiteJobStore:
     def finished_before(self, t: float) -> list[JobRecord]:
         """Finished jobs with expiry work due."""
         return self._query("SELECT body FROM jobs WHERE sweep_at < ?", (t,))
+
+    def webhooks_due(self, t: float) -> list[JobRecord]:
+        """The earliest due outbox entry of each tenant."""
+        return self._query(
+            "SELECT j.body FROM jobs j JOIN ("
+            "  SELECT o.job_id FROM outbox o WHERE o.due_at <= ? AND o.job_id = ("
+            "    SELECT p.job_id FROM outbox p WHERE p.tenant = o.tenant"
+            "    ORDER BY p.due_at, p.job_id LIMIT 1)"
+            ") d ON d.job_id = j.id",
+            (t,),
+        )
 
     def counts(self) -> dict[str, int]:
         """Jobs per status."""
@@ -191,6 +268,10 @@ class SQLiteJobStore:
         with self._lock:
             return dict(self._db.execute("SELECT name, value FROM stats").fetchall())
 
+    def now(self) -> float:
+        """This host's clock: one process uses an SQLite store."""
+        return time.time()
+
     def ping(self) -> None:
         """A trivial query."""
         with self._lock:
@@ -212,163 +293,10 @@ def _private_file(path: Path) -> None:
             os.chmod(target, 0o600)
 
 
-def idem_key(prefix: str, tenant: str, key: str) -> str:
-    """The Redis key of a tenant's idempotency key; the tenant is escaped, so no two
-    (tenant, key) pairs share one (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
-    return f"{prefix}idem:{quote(tenant, safe='')}:{key}"
-
-
-class RedisJobStore:
-    """Records as JSON strings in Redis, with small indexes (distributed mode).
-
-    Keys (prefix ``fc:``): ``job:<id>`` the record, ``tenant:<t>`` a sorted set of job ids by
-    creation time, ``active`` the unfinished ids, ``expiry`` finished ids by expiry time,
-    ``idem:<t>:<key>`` the job of an idempotency key (``<t>`` percent-escaped), ``count`` jobs
-    per status, ``stats``.
-    Run Redis with AOF persistence so that jobs survive a Redis restart.
-    """
-
-    def __init__(self, url: str, prefix: str = "fc:") -> None:
-        import redis
-        from redis.backoff import ExponentialBackoff
-        from redis.retry import Retry
-
-        self.p = prefix
-        self.r: Any = redis.Redis.from_url(
-            url,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 6),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            socket_connect_timeout=3,
-            socket_timeout=10,
-            health_check_interval=15,
-        )
-
-    def _index(self, pipe: Any, job: JobRecord, before: str | None) -> None:
-        pipe.set(f"{self.p}job:{job.id}", job.model_dump_json())
-        if before != job.status:
-            if before is not None:
-                pipe.hincrby(f"{self.p}count", before, -1)
-            pipe.hincrby(f"{self.p}count", job.status, 1)
-        if job.status in JOB_DONE:
-            pipe.srem(f"{self.p}active", job.id)
-            if job.sweep_at is not None:
-                pipe.zadd(f"{self.p}expiry", {job.id: job.sweep_at})
-        else:
-            pipe.sadd(f"{self.p}active", job.id)
-
-    def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
-        """WATCH the idempotency key; SET it and the record in one MULTI."""
-        key = job.idempotency_key
-        idem = idem_key(self.p, job.tenant, key) if key else None
-
-        def tx(pipe: Any) -> tuple[JobRecord, bool]:
-            if idem is not None:
-                existing_id = pipe.get(idem)
-                if existing_id is not None:
-                    raw = pipe.get(f"{self.p}job:{_text(existing_id)}")
-                    if raw is not None:
-                        return JobRecord.model_validate_json(raw), False
-            pipe.multi()
-            if idem is not None:
-                pipe.set(idem, job.id)
-            pipe.zadd(f"{self.p}tenant:{job.tenant}", {job.id: job.created_at})
-            self._index(pipe, job, None)
-            return job, True
-
-        watch = [idem] if idem else []
-        result: tuple[JobRecord, bool] = cast(Any, self.r).transaction(
-            tx, *watch, value_from_callable=True
-        )
-        return result
-
-    def get(self, job_id: str) -> JobRecord | None:
-        """GET the record."""
-        raw = self.r.get(f"{self.p}job:{job_id}")
-        return JobRecord.model_validate_json(raw) if raw else None
-
-    def update(self, job_id: str, fn: Mutator) -> JobRecord | None:
-        """WATCH the record, mutate, write back in MULTI (retried on conflict)."""
-        key = f"{self.p}job:{job_id}"
-
-        def tx(pipe: Any) -> JobRecord | None:
-            raw = pipe.get(key)
-            if raw is None:
-                return None
-            job = JobRecord.model_validate_json(raw)
-            before = job.status
-            fn(job)
-            pipe.multi()
-            self._index(pipe, job, before)
-            return job
-
-        result: JobRecord | None = cast(Any, self.r).transaction(tx, key, value_from_callable=True)
-        return result
-
-    def delete(self, job_id: str) -> None:
-        """Remove the record from every index."""
-        job = self.get(job_id)
-        if job is None:
-            return
-        pipe = self.r.pipeline()
-        pipe.delete(f"{self.p}job:{job_id}")
-        pipe.zrem(f"{self.p}tenant:{job.tenant}", job_id)
-        pipe.srem(f"{self.p}active", job_id)
-        pipe.zrem(f"{self.p}expiry", job_id)
-        pipe.hincrby(f"{self.p}count", job.status, -1)
-        if job.idempotency_key:
-            pipe.delete(idem_key(self.p, job.tenant, job.idempotency_key))
-        pipe.execute()
-
-    def _many(self, ids: list[Any]) -> list[JobRecord]:
-        if not ids:
-            return []
-        raws = self.r.mget([f"{self.p}job:{_text(i)}" for i in ids])
-        return [JobRecord.model_validate_json(r) for r in raws if r]
-
-    def for_tenant(
-        self, tenant: str, limit: int = 50, before: float | None = None
-    ) -> list[JobRecord]:
-        """Newest first, from the tenant's sorted set."""
-        top = f"({before}" if before is not None else "+inf"
-        ids = self.r.zrevrangebyscore(f"{self.p}tenant:{tenant}", top, "-inf", 0, limit)
-        return self._many(ids)
-
-    def active(self) -> list[JobRecord]:
-        """Members of the active set."""
-        return self._many(list(self.r.smembers(f"{self.p}active")))
-
-    def finished_before(self, t: float) -> list[JobRecord]:
-        """From the expiry sorted set."""
-        return self._many(self.r.zrangebyscore(f"{self.p}expiry", "-inf", t))
-
-    def counts(self) -> dict[str, int]:
-        """The per-status counters."""
-        raw = self.r.hgetall(f"{self.p}count")
-        return {k.decode(): int(v) for k, v in raw.items()}
-
-    def add_stats(self, **values: float) -> None:
-        """HINCRBYFLOAT each counter."""
-        pipe = self.r.pipeline()
-        for name, value in values.items():
-            pipe.hincrbyfloat(f"{self.p}stats", name, value)
-        pipe.execute()
-
-    def stats(self) -> dict[str, float]:
-        """All counters."""
-        raw = self.r.hgetall(f"{self.p}stats")
-        return {k.decode(): float(v) for k, v in raw.items()}
-
-    def ping(self) -> None:
-        """PING."""
-        self.r.ping()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def open_jobstore(redis_url: str | None, sqlite_path: Path) -> JobStore:
     """Redis when a URL is given, else the SQLite file."""
     if redis_url:
+        from facecloak.contract.store_redis import RedisJobStore
+
         return RedisJobStore(redis_url)
     return SQLiteJobStore(sqlite_path)

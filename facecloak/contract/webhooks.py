@@ -1,4 +1,4 @@
-"""Signed job-finished callbacks (:func:`send_job_webhook`), safe against SSRF.
+"""Signed job-finished callbacks (:func:`send_job_webhook`), safe against SSRF, from an outbox.
 
 The body is the job JSON (as ``GET /v1/jobs/{id}`` returns it), with the Standard Webhooks
 headers (https://www.standardwebhooks.com)::
@@ -19,6 +19,12 @@ A receiver recomputes the HMAC, compares in constant time and rejects old timest
 address unless the host is on ``webhook_allowed_hosts``); delivery connects to an address
 that was checked (no DNS rebinding), never follows redirects, and each attempt has an
 overall deadline of ``webhook_timeout_seconds``.
+
+Delivery state lives in the job record (:class:`~facecloak.contract.records.WebhookState`),
+set in the same atomic write that ends the job, and the job store indexes due entries
+(:meth:`~facecloak.contract.store.JobStore.webhooks_due`): pending webhooks survive
+restarts. Each call of :func:`send_job_webhook` is one claimed attempt; retries are due
+entries again, picked up by the gateway's outbox sender (``service.outbox``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from facecloak.contract.context import Context
+from facecloak.contract.records import JobRecord
 from facecloak.contract.views import job_view
 from facecloak.settings import Settings
 
@@ -234,40 +241,74 @@ def deliver_once(
     return False
 
 
-def deliver(
-    url: str, body: bytes, secrets: list[str], settings: Settings, msg_id: str
-) -> bool:
-    """Check the URL again, then POST with retries, waiting ``webhook_backoff_seconds``, then
-    twice as long each time. False when refused or every attempt failed."""
-    delay = settings.webhook_backoff_seconds
-    attempts = settings.webhook_max_attempts
-    for attempt in range(attempts):
-        try:
-            target = resolve_callback(url, settings.webhook_allowed_hosts)
-        except CallbackRefused as exc:
-            log.error("webhook %s refused: %s", url, exc.message)
-            return False
-        if deliver_once(target, body, secrets, msg_id, settings.webhook_timeout_seconds):
-            return True
-        if attempt + 1 < attempts:
-            time.sleep(delay)
-            delay *= 2
-    log.error("webhook %s gave up after %d attempts", url, attempts)
-    return False
+def claim_webhook(ctx: Context, job_id: str) -> JobRecord | None:
+    """Take the job's due webhook for one attempt (None: not due, or taken elsewhere).
+
+    The claim counts the attempt and leases the entry for twice the attempt deadline, so
+    another sender skips it; if this process dies, the entry is due again after the lease.
+    """
+    lease_s = 2 * ctx.settings.webhook_timeout_seconds + 5
+    claimed = {"ok": False}
+    t = ctx.store.now()  # the lease is on the store's clock, like the outbox's due times
+
+    def fn(job: JobRecord) -> None:
+        due = job.webhook_due
+        claimed["ok"] = job.webhook is not None and due is not None and due <= t
+        if claimed["ok"] and job.webhook is not None:
+            job.webhook.attempts += 1
+            job.webhook.next_at = t + lease_s
+
+    job = ctx.store.update(job_id, fn)
+    return job if claimed["ok"] else None
+
+
+def _record(ctx: Context, job_id: str, attempt: int, error: str | None, final: bool) -> None:
+    """Store an attempt's outcome: delivered, failed for good, or due again after a backoff
+    (``webhook_backoff_seconds``, doubled each attempt)."""
+    settings = ctx.settings
+    t = ctx.store.now()
+
+    def fn(job: JobRecord) -> None:
+        hook = job.webhook
+        if hook is None or hook.status != "pending" or hook.attempts != attempt:
+            return  # another attempt's outcome came first
+        hook.error = error
+        if error is None:
+            hook.status, hook.delivered_at, hook.next_at = "delivered", t, None
+        elif final or hook.attempts >= settings.webhook_max_attempts:
+            hook.status, hook.next_at = "failed", None
+        else:
+            hook.next_at = t + settings.webhook_backoff_seconds * 2 ** (hook.attempts - 1)
+
+    ctx.store.update(job_id, fn)
 
 
 def send_job_webhook(ctx: Context, job_id: str) -> bool:
-    """POST the finished job's public JSON to its ``callback_url``, signed, with retries.
+    """One delivery attempt of the job's due webhook: claim it, POST the job's public JSON,
+    signed, and record the outcome (a failed attempt is retried later by the outbox sender).
 
-    False when the job is gone, has no callback URL, its tenant has no signing secret, the
-    URL is refused, or every attempt failed.
+    False when nothing was due, the tenant has no signing secret or the URL is refused
+    (both final), or the attempt failed.
     """
-    job = ctx.store.get(job_id)
-    if job is None or not job.callback_url:
+    job = claim_webhook(ctx, job_id)
+    if job is None or job.webhook is None or not job.callback_url:
         return False
+    attempt = job.webhook.attempts
     secrets = tenant_secrets(ctx.settings, job.tenant)
     if not secrets:
         log.error("job %s: no webhook secret for tenant %r; not sent", job_id, job.tenant)
+        _record(ctx, job_id, attempt, "webhook_not_configured", final=True)
+        return False
+    try:
+        target = resolve_callback(job.callback_url, ctx.settings.webhook_allowed_hosts)
+    except CallbackRefused as exc:
+        log.error("webhook %s refused: %s", job.callback_url, exc.message)
+        _record(ctx, job_id, attempt, exc.code, final=True)
         return False
     body = job_view(job).model_dump_json().encode()
-    return deliver(job.callback_url, body, secrets, ctx.settings, f"msg_{job.id}")
+    timeout_s = ctx.settings.webhook_timeout_seconds
+    ok = deliver_once(target, body, secrets, f"msg_{job.id}", timeout_s)
+    _record(ctx, job_id, attempt, None if ok else "delivery_failed", final=False)
+    if not ok and attempt >= ctx.settings.webhook_max_attempts:
+        log.error("webhook %s gave up after %d attempts", job.callback_url, attempt)
+    return ok

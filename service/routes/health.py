@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import St, State
-from service.schemas import Health
+from service.deps import St, State, metrics_access
+from service.schemas import ErrorResponse, Health
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -58,9 +58,16 @@ def readyz(st: St) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    summary="Prometheus metrics",
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    summary="Prometheus metrics (Authorization: Bearer <metrics token>)",
+    dependencies=[Depends(metrics_access)],
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text"},
+        401: {"model": ErrorResponse, "description": "Missing or invalid metrics token"},
+        404: {"model": ErrorResponse, "description": "No metrics token configured"},
+        429: {"model": ErrorResponse, "description": "Too many wrong tokens (Retry-After)"},
+    },
 )
 def metrics(st: St) -> Response:
-    """Jobs by state, queue depth, seconds per face, HTTP requests."""
+    """Jobs by state, queue depth, seconds per face, HTTP requests. Needs the operator's
+    ``FACECLOAK_METRICS_TOKEN`` as a bearer token (off without one)."""
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from facecloak.contract.kinds import PROTECT
 from facecloak.contract.options import ProtectOptions
@@ -168,10 +168,10 @@ def get_result(
 ) -> Response:
     """The protected photo of a one-photo job (or ``item``); a zip with a manifest otherwise."""
     download = st.jobs.result(who, job_id, item)
-    disposition = f'attachment; filename="{download.filename}"'
-    return Response(
-        download.data, media_type=download.media_type, headers={"Content-Disposition": disposition}
-    )
+    headers = {"Content-Disposition": f'attachment; filename="{download.filename}"'}
+    if isinstance(download.data, bytes):
+        return Response(download.data, media_type=download.media_type, headers=headers)
+    return StreamingResponse(download.data, media_type=download.media_type, headers=headers)
 
 
 @router.delete(

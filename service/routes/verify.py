@@ -15,6 +15,7 @@ from service.errors import ApiError
 from service.forms import check_models, read_form, read_upload
 from service.schemas import ErrorResponse
 from service.uploads import check_photo
+from service.verify_pool import VerifySlot
 
 PHOTOS = ("original", "protected")
 
@@ -60,11 +61,22 @@ def _models(form: FormData, st: State) -> list[str] | None:
 
 
 def _check(blobs: dict[str, bytes], st: State) -> None:
-    """Check both photos (format, pixels) before anything is stored."""
+    """Check both photos (format, pixels, same size) before anything is stored."""
+    sizes = {}
     for name, data in blobs.items():
         photo = check_photo(name, data, st.settings)
         if photo.error is not None:
             raise ApiError(photo.status, photo.error.code, f"{name}: {photo.error.message}")
+        sizes[name] = photo.size
+    if sizes["original"] != sizes["protected"]:
+        (w1, h1), (w2, h2) = sizes["original"] or (0, 0), sizes["protected"] or (0, 0)
+        raise ApiError(
+            422,
+            "size_mismatch",
+            f"the photos differ in size ({w1}x{h1} vs {w2}x{h2}); send the protected photo "
+            "at the size it was returned, not resized or cropped",
+            {"original": [w1, h1], "protected": [w2, h2]},
+        )
 
 
 def _store(blobs: dict[str, bytes], st: State) -> tuple[str, dict[str, str]]:
@@ -80,9 +92,11 @@ def _store(blobs: dict[str, bytes], st: State) -> tuple[str, dict[str, str]]:
     return prefix, keys
 
 
-async def _run(st: State, keys: dict[str, str], models: list[str] | None) -> dict[str, Any]:
+async def _run(
+    slot: VerifySlot, st: State, keys: dict[str, str], models: list[str] | None
+) -> dict[str, Any]:
     try:
-        report: dict[str, Any] = await run_in_threadpool(
+        report: dict[str, Any] = await slot.run(
             st.dispatcher.verify, keys["original"], keys["protected"], models
         )
     except TimeoutError as exc:
@@ -98,13 +112,22 @@ async def _run(st: State, keys: dict[str, str], models: list[str] | None) -> dic
 @router.post(
     "/v1/verify",
     response_model=Verification,
-    responses={**SUBMIT_ERRORS, 504: {"model": ErrorResponse, "description": "Timed out"}},
+    responses={
+        **SUBMIT_ERRORS,
+        503: {"model": ErrorResponse, "description": "Every verification slot is busy"},
+        504: {"model": ErrorResponse, "description": "Timed out"},
+    },
     openapi_extra=VERIFY_BODY,
     summary="Verify protection: two photos in, the verification table out",
 )
 async def verify(request: Request, st: St, who: Tenant) -> Verification:
     """Compare an original and a protected photo face by face and model by model."""
     st.limiter.check(who)
+    async with st.verifies.slot() as slot:  # 503 verify_busy before the body is read
+        return await _verify(request, st, slot)
+
+
+async def _verify(request: Request, st: State, slot: VerifySlot) -> Verification:
     form = await read_form(request, st.settings, len(PHOTOS))
     try:
         blobs = await _photos(form, st.settings.max_upload_bytes)
@@ -114,7 +137,7 @@ async def verify(request: Request, st: St, who: Tenant) -> Verification:
     await run_in_threadpool(_check, blobs, st)
     prefix, keys = await run_in_threadpool(_store, blobs, st)
     try:
-        report = await _run(st, keys, models)
+        report = await _run(slot, st, keys, models)
     finally:  # an unprotected face photo never outlives its request
         await run_in_threadpool(st.ctx.storage.delete_prefix, prefix)
     error = report.get("error")
