@@ -150,9 +150,14 @@ def spec_from_model(proto: onnx.ModelProto) -> InputSpec | None:
 
 
 def load_classifier(
-    data: bytes, spec: InputSpec | None = None, max_bytes: int = MAX_ONNX_BYTES, **overrides: Any
+    data: bytes,
+    spec: InputSpec | None = None,
+    max_bytes: int = MAX_ONNX_BYTES,
+    trainable: bool = False,
+    **overrides: Any,
 ) -> Classifier:
     """A :class:`Classifier` from ONNX bytes; ``overrides`` replace fields of the read spec.
+    ``trainable``: a trainable conversion (weights as parameters, batch norms that train).
 
     Raises a :class:`models.errors.ModelError` (``code`` says why) for anything unusable.
     """
@@ -165,7 +170,7 @@ def load_classifier(
     found = replace(found, **{k: v for k, v in overrides.items() if v is not None})
     if any(s == 0 for s in found.std):
         raise InputSpecError("std must not be 0")
-    net = convert_onnx(proto)
+    net = convert_onnx(proto, trainable=trainable)
     classifier = Classifier(net, found, classes=0)
     try:
         with torch.no_grad():

@@ -7,6 +7,10 @@ whose arguments are all constant is evaluated at once (constant folding). Layers
 weights become real ``nn.Conv*`` / ``nn.Linear`` submodules; the kind and constructor
 arguments of every submodule are kept in ``GraphModule.meta["module_specs"]`` so that
 ``fx_payload`` can save and rebuild the module without pickling code.
+
+A trainable builder (``FxBuilder(trainable=True)``) keeps the weights as parameters that
+require gradients: layer weights, and the tensors marked with :meth:`FxBuilder.train_tensor`
+(a model's float initializers) when they are lifted into the graph.
 """
 
 from __future__ import annotations
@@ -96,11 +100,13 @@ def _layer_padding(pads: Pads | None, kernel: tuple[int, ...]) -> tuple[int, ...
 class FxBuilder:
     """Accumulates fx nodes, submodules and constant buffers; ``finish`` makes the module."""
 
-    def __init__(self) -> None:
+    def __init__(self, trainable: bool = False) -> None:
         self.root = nn.Module()
         self.graph = fx.Graph()
         self.module_specs: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.trainable = bool(trainable)
         self._buffers: dict[int, fx.Node] = {}
+        self._trainable_ids: set[int] = set()
         self._counter = 0
 
     # ---- generic building
@@ -112,13 +118,23 @@ class FxBuilder:
         self._counter += 1
         return f"{stem}_{self._counter}"
 
+    def train_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Mark ``tensor`` (a weight) to become a parameter when lifted (trainable builds)."""
+        if self.trainable and tensor.is_floating_point():
+            self._trainable_ids.add(id(tensor))
+        return tensor
+
     def lift(self, arg: Any) -> Any:
-        """Turn constant tensors inside ``arg`` into ``get_attr`` nodes (one buffer each)."""
+        """Turn constant tensors inside ``arg`` into ``get_attr`` nodes (one buffer each;
+        a parameter for tensors marked by :meth:`train_tensor`)."""
         if isinstance(arg, torch.Tensor):
             key = id(arg)
             if key not in self._buffers:
                 name = self._name("const")
-                self.root.register_buffer(name, arg)
+                if key in self._trainable_ids:
+                    self.root.register_parameter(name, nn.Parameter(arg.detach().clone()))
+                else:
+                    self.root.register_buffer(name, arg)
                 self._buffers[key] = self.graph.get_attr(name)
             return self._buffers[key]
         if isinstance(arg, list):
@@ -148,11 +164,12 @@ class FxBuilder:
         return self.graph.call_module(name, (x,))
 
     def finish(self, result: Value, class_name: str) -> fx.GraphModule:
-        """The eval-mode GraphModule returning ``result``; parameters are frozen."""
+        """The eval-mode GraphModule returning ``result``; parameters are frozen unless the
+        builder is trainable."""
         self.graph.output(self.lift(result))
         module = fx.GraphModule(self.root, self.graph, class_name=class_name)
         module.meta[MODULE_SPECS] = dict(self.module_specs)
-        module.requires_grad_(False)
+        module.requires_grad_(self.trainable)
         return module.eval()
 
     # ---- emitters shared by the front-ends

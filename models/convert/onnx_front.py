@@ -6,6 +6,11 @@ BatchNormalization is folded into the preceding Conv or Gemm when that layer's o
 feeds only the BN, and nodes that depend only on constants are evaluated once at
 conversion time. Every node is checked against the supported op set (``onnx_ops.OPS``)
 before anything is built.
+
+``convert_onnx(model, trainable=True)`` makes a trainable copy instead: float initializers
+become parameters, BatchNormalization stays a batch-norm layer (batch statistics and
+running-stat updates in train mode), nothing is folded into a Conv or Gemm, and
+``models.convert.onnx_export`` writes the trained module back to ONNX.
 """
 
 from __future__ import annotations
@@ -96,9 +101,10 @@ def _check_ops(graph: onnx.GraphProto) -> None:
 class OnnxFront:
     """Walks the ONNX nodes in order and emits them into an ``FxBuilder``."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, trainable: bool = False) -> None:
         self.model = model
-        self.builder = FxBuilder()
+        self.trainable = bool(trainable)
+        self.builder = FxBuilder(trainable=self.trainable)
         graph = model.graph
         self.inits = {t.name: t for t in graph.initializer}
         self.values: dict[str, Value] = {}
@@ -119,7 +125,7 @@ class OnnxFront:
             return self.values[name]
         if name in self.inits:
             array = numpy_helper.to_array(self.inits[name])
-            tensor = torch.from_numpy(np.array(array, copy=True))
+            tensor = self.builder.train_tensor(torch.from_numpy(np.array(array, copy=True)))
             self.values[name] = tensor
             return tensor
         raise InvalidModelError(f"tensor {name!r} is used before it is produced")
@@ -137,8 +143,11 @@ class OnnxFront:
     def foldable_bn(self, output: str) -> onnx.NodeProto | None:
         """The BN that alone consumes ``output`` with constant parameters, if any.
 
-        When one is found it is marked as skipped: the caller must fold it.
+        When one is found it is marked as skipped: the caller must fold it. A trainable
+        conversion folds nothing.
         """
+        if self.trainable:
+            return None
         users = self.consumers.get(output, [])
         if len(users) != 1 or output in self.graph_outputs:
             return None
@@ -163,7 +172,8 @@ class OnnxFront:
 
     # ---- main loop
     def build(self) -> OnnxModule:
-        """Emit every node the first output needs; the frozen eval-mode module."""
+        """Emit every node the first output needs; the eval-mode module (frozen unless
+        trainable)."""
         _check_ops(self.model.graph)
         data = _data_input(self.model)
         self.values[data.name] = self.builder.placeholder("x")
@@ -200,8 +210,9 @@ class OnnxFront:
         return needed
 
 
-def convert_onnx(model: str | Path | onnx.ModelProto) -> OnnxModule:
-    """Convert an ONNX model (path or proto) into an eval-mode, frozen ``OnnxModule``.
+def convert_onnx(model: str | Path | onnx.ModelProto, trainable: bool = False) -> OnnxModule:
+    """Convert an ONNX model (path or proto) into an eval-mode, frozen ``OnnxModule``
+    (``trainable``: weights are parameters that require gradients, batch norms can train).
 
     Raises ``UnsupportedOpError`` (before building anything) when a node's op is outside
     ``SUPPORTED_OPS``, and ``InvalidModelError`` when the file or graph is unusable.
@@ -209,4 +220,4 @@ def convert_onnx(model: str | Path | onnx.ModelProto) -> OnnxModule:
     proto = load_onnx(model)
     if not proto.graph.node:
         raise InvalidModelError("the ONNX graph has no nodes")
-    return OnnxFront(proto).build()
+    return OnnxFront(proto, trainable).build()

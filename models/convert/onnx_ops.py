@@ -151,6 +151,18 @@ def batch_normalization(front: OnnxFront, node: onnx.NodeProto, a: Attrs) -> Val
     x = front.get(node.input[0])
     gamma, beta, mean, var = (front.get(n) for n in node.input[1:5])
     eps = float(a.get("epsilon", 1e-5))
+    params = (gamma, beta, mean, var)
+    if front.trainable and all(isinstance(p, torch.Tensor) and p.dim() == 1 for p in params):
+        state = {
+            "weight": gamma.detach().clone(), "bias": beta.detach().clone(),
+            "running_mean": mean.detach().clone(), "running_var": var.detach().clone(),
+            "num_batches_tracked": torch.tensor(0, dtype=torch.long),
+        }  # fmt: skip
+        momentum = 1.0 - float(a.get("momentum", 0.9))  # ONNX keeps, torch takes, a share
+        return front.builder.add_module(
+            "batchnorm", "bn", x, state, num_features=int(gamma.numel()), eps=eps,
+            momentum=momentum,
+        )  # fmt: skip
     return front.builder.call(F.batch_norm, x, mean, var, gamma, beta, False, 0.0, eps)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FUNCTIONS", "MODULE_KINDS", "PRelu", "make_module"]
+__all__ = ["FUNCTIONS", "MODULE_KINDS", "BatchNorm", "PRelu", "make_module"]
 
 
 def flatten(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -143,11 +143,23 @@ class PRelu(nn.Module):
         return torch.where(x >= 0, x, x * self.slope)
 
 
+class BatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm over dim 1 of an input of any rank >= 2 (ONNX BatchNormalization).
+
+    A trainable conversion keeps BN as this module: in train mode it normalises with the
+    batch statistics and updates the running ones; it exports back as BatchNormalization.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"BatchNorm expects an input of rank >= 2, got {input.dim()}")
+
+
 MODULE_KINDS: dict[str, Callable[..., nn.Module]] = {
     "conv1d": nn.Conv1d, "conv2d": nn.Conv2d, "conv3d": nn.Conv3d, "linear": nn.Linear,
     "maxpool1d": nn.MaxPool1d, "maxpool2d": nn.MaxPool2d, "maxpool3d": nn.MaxPool3d,
     "avgpool1d": nn.AvgPool1d, "avgpool2d": nn.AvgPool2d, "avgpool3d": nn.AvgPool3d,
-    "prelu": PRelu,
+    "prelu": PRelu, "batchnorm": BatchNorm,
 }  # fmt: skip
 
 

@@ -116,17 +116,24 @@ class CrossEntropy:
 
     Untargeted: maximise the cross-entropy of the true label, done when the prediction
     differs from it. Targeted: minimise it for the target label, done when predicted.
+    With ``confidence`` the prediction must also hold with that softmax probability.
     """
 
-    def __init__(self, label: str = "label", targeted: bool = False) -> None:
-        self.label, self.targeted = label, bool(targeted)
+    def __init__(
+        self, label: str = "label", targeted: bool = False, confidence: float = 0.0
+    ) -> None:
+        if not 0.0 <= confidence < 1.0:
+            raise ValueError(f"confidence must lie in [0, 1), got {confidence}")
+        self.label, self.targeted, self.confidence = label, bool(targeted), float(confidence)
 
     def __call__(self, out: Tensor, ctx: TransformContext) -> ObjectiveValue:
         """Per-sample (minus) cross-entropy and the prediction check."""
         labels = ctx[self.label].to(out.device).long()
         ce = F.cross_entropy(out, labels, reduction="none")
-        hit = out.detach().argmax(dim=1) == labels
-        return ObjectiveValue(ce, hit) if self.targeted else ObjectiveValue(-ce, ~hit)
+        prob, pred = out.detach().softmax(dim=1).max(dim=1)
+        hit = pred == labels
+        sure = prob >= self.confidence
+        return ObjectiveValue(ce, hit & sure) if self.targeted else ObjectiveValue(-ce, ~hit & sure)
 
 
 def greedy_ctc_decode(log_probs: Tensor, blank: int = 0) -> list[list[int]]:
