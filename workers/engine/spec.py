@@ -19,6 +19,8 @@ from workers.engine.jpeg import DifferentiableJpeg
 from workers.engine.perceptual import PerceptualBudget
 from workers.engine.rescale import RandomRescale
 from workers.engine.smoothing import GradientSmoothing
+from workers.engine.ssim import SsimFloor
+from workers.engine.threshold import Binarise, Grayscale
 from workers.engine.transforms import EOT, Compose, RandomApply, Transform
 from workers.engine.update import AdamUpdate, MomentumUpdate, RmsUpdate, SignUpdate, UpdateRule
 
@@ -42,6 +44,8 @@ TRANSFORMS: dict[str, TransformFactory] = {
     "median": MedianSmooth,
     "quantise": Quantise8bit,
     "diversity": InputDiversity,
+    "grayscale": Grayscale,
+    "binarise": Binarise,
 }
 """Engine transforms an EOT step may name; jobs add their own (e.g. ``makeup``)."""
 
@@ -86,6 +90,9 @@ class AttackSpec:
     random_start: bool = False
     check_every: int = 1
     trigger_l1: float = 1e-3
+    ssim_floor: float | None = None
+    """Additive budgets: also keep SSIM (luma) to the clean image at or above this
+    (:class:`SsimFloor`); None: no floor."""
     shrink: float | None = None
     """Shrink mode of the loop: a done sample's delta is multiplied by this and attacked on
     (see :class:`IterativeAttack`); None: done samples are frozen."""
@@ -118,6 +125,8 @@ class AttackSpec:
         text = f"{self.name} ({budget})"
         if self.eot and self.eot_samples > 1:
             text += f" + EOT({', '.join(step.transform for step in self.eot)})"
+        if self.ssim_floor is not None:
+            text += f", SSIM >= {self.ssim_floor:g}"
         return text + (" with 8-bit rounding" if self.quantise else "")
 
     def with_(self, **changes: Any) -> AttackSpec:
@@ -126,7 +135,11 @@ class AttackSpec:
 
 
 def make_budget(spec: AttackSpec) -> Budget | SharedBudget:
-    """The spec's budget."""
+    """The spec's budget (with its SSIM floor, if any)."""
+    if spec.ssim_floor is not None and spec.budget != "trigger":
+        inner = make_budget(spec.with_(ssim_floor=None))
+        assert not isinstance(inner, SharedBudget)
+        return SsimFloor(inner, spec.ssim_floor)
     if spec.budget == "linf":
         return LinfBudget(spec.eps)
     if spec.budget == "l2":
