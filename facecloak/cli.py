@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     from facecloak.commands_backdoor import add_backdoor_commands
 
     add_backdoor_commands(sub)
+    from facecloak.commands_augment import add_augment_commands
+
+    add_augment_commands(sub)
+    from facecloak.commands_captcha import add_captcha_commands
+
+    add_captcha_commands(sub)
     return p
 
 

@@ -12,8 +12,17 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from facecloak.contract.kinds import BACKDOOR_SCAN, PROTECT, Handler, Probe, ProgressFn, Verifier
+from facecloak.contract.kinds import (
+    AUGMENT,
+    BACKDOOR_SCAN,
+    PROTECT,
+    Handler,
+    Probe,
+    ProgressFn,
+    Verifier,
+)
 from facecloak.contract.options import ItemOutcome, ProtectOptions
+from workers.jobs.augment.handler import augment_handler
 from workers.jobs.backdoor.handler import backdoor_scan_handler
 
 if TYPE_CHECKING:
@@ -33,7 +42,11 @@ def build_handlers(runtime: Runtime) -> dict[str, Handler]:
             raise TypeError(f"protect needs ProtectOptions, not {type(options).__name__}")
         return protect_photo(data, filename, options, runtime, progress)
 
-    return {PROTECT.name: protect, BACKDOOR_SCAN.name: backdoor_scan_handler()}
+    return {
+        PROTECT.name: protect,
+        BACKDOOR_SCAN.name: backdoor_scan_handler(),
+        AUGMENT.name: augment_handler(),
+    }
 
 
 def build_verifier(runtime: Runtime) -> Verifier:

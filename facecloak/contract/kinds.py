@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from facecloak.contract.augment import AugmentOptions
 from facecloak.contract.backdoor import BackdoorScanOptions
 from facecloak.contract.options import ItemOutcome, ProtectOptions
 from facecloak.contract.queues import GPU_QUEUE
@@ -92,3 +93,4 @@ PROTECT = register_kind(
     )
 )
 BACKDOOR_SCAN = register_kind(JobKind("backdoor_scan", BackdoorScanOptions, GPU_QUEUE, "Scan an image classifier for backdoors."))  # noqa: E501
+AUGMENT = register_kind(JobKind("augment", AugmentOptions, GPU_QUEUE, "Adversarial data augmentation and AdvAmd fine-tuning of an image classifier."))  # noqa: E501

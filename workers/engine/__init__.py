@@ -1,10 +1,10 @@
 """The attack engine: pure PyTorch, tensors in and tensors out, randomness from a Generator.
 
 * transforms (one protocol, per-sample context): JPEG, rescale, input diversity, blur,
-  median, 8-bit quantisation; ``RandomApply``, ``Compose``, ``EOT``;
+  median, 8-bit quantisation, grayscale, binarisation; ``RandomApply``, ``Compose``, ``EOT``;
 * objectives: cosine dodging / impersonation, cross-entropy, CTC, penalties, combined by
   ``ModelObjective``, ``Ensemble``, ``Sum``, ``Expectation``;
-* budgets (L-inf, L2, perceptual luma/chroma, universal trigger, per-group triggers) and
+* budgets (L-inf, L2, perceptual luma/chroma, SSIM floor, universal trigger, per-group triggers) and
   optimisers (sign, momentum, RMS-normalised momentum, Adam);
 * one loop, ``IterativeAttack``, built from an ``AttackSpec`` (presets: FGSM ... TI-DI-MI-FGSM),
   with an ``on_step`` callback, and ``ScaleSearch`` to shrink a result while it still holds.
@@ -54,6 +54,8 @@ from workers.engine.spec import (
     mifgsm,
     ti_dimifgsm,
 )
+from workers.engine.ssim import SsimFloor, ssim
+from workers.engine.threshold import Binarise, Grayscale, luma
 from workers.engine.transforms import (
     EOT,
     Compose,
@@ -74,6 +76,7 @@ __all__ = [
     "AdamUpdate",
     "AttackResult",
     "AttackSpec",
+    "Binarise",
     "Budget",
     "Compose",
     "CosineDodging",
@@ -85,6 +88,7 @@ __all__ = [
     "Expectation",
     "GaussianBlur",
     "GradientSmoothing",
+    "Grayscale",
     "GroupTriggerBudget",
     "Identity",
     "InputDiversity",
@@ -110,6 +114,7 @@ __all__ = [
     "ScaleSearch",
     "SharedBudget",
     "SignUpdate",
+    "SsimFloor",
     "StepEvent",
     "Sum",
     "TotalVariationPenalty",
@@ -125,8 +130,10 @@ __all__ = [
     "fgsm",
     "ifgsm",
     "impersonation_loss",
+    "luma",
     "make_diversity",
     "make_eot",
     "mifgsm",
+    "ssim",
     "ti_dimifgsm",
 ]

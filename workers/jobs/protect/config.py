@@ -50,7 +50,7 @@ class SearchPlan:
     eps_chroma: float = 0.0
     """Chroma eps in 1/255 units. 0: the change is grey (R = G = B) on every photo, which
     also rounds to 8 bits without colour noise. Tuned on dev/: on three faces a 1/255
-    chroma budget (the earlier ``strong``) gave 6-20% more face FLIP for no protection the
+    chroma budget (the earlier ``strong``) gave 6-27% more face FLIP for no protection the
     grey change lacked."""
     mask_gain: tuple[float, float] = (0.25, 3.0)
     margin: float = 0.3
