@@ -23,7 +23,7 @@ from tests.backdoor_fixtures import (  # noqa: F401 (fixtures)
 )
 from workers.jobs.backdoor.job import scan, scan_bundle
 
-FAST = BackdoorScanOptions(iterations=10, cleanse_steps=60, data_seeds=24)
+FAST = BackdoorScanOptions(iterations=10, cleanse_steps=100, data_seeds=24)
 
 
 def _npz(array: np.ndarray) -> bytes:

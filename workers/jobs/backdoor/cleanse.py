@@ -3,7 +3,9 @@
 For every candidate target ``t`` the engine searches the smallest mask ``m_t`` and pattern
 ``p_t`` that send clean inputs to ``t`` (cross-entropy toward ``t`` plus an L1 penalty on
 the mask, Adam steps, all classes in one batch with :class:`GroupTriggerBudget`). A
-backdoor target needs a much smaller mask than the other classes.
+backdoor target needs a much smaller mask than the other classes. The pairwise search
+(one trigger per source -> target pair, from the inputs the model puts in the source) finds
+source-specific triggers, which only need a tiny mask for their one pair.
 """
 
 from __future__ import annotations
@@ -72,3 +74,61 @@ def reverse_engineer(
         hit = model(budget.apply(result.param, x)).argmax(1) == group
     success = hit.float().view(classes, count).mean(1)
     return Triggers(masks.detach(), patterns.detach(), budget.mask_norms(result.param), success)
+
+
+@dataclass
+class PairTriggers:
+    """The reverse-engineered trigger of every source -> target pair (source-specific)."""
+
+    norms: Tensor
+    """``[K, K]`` L1 norm of the mask for ``source -> target`` (NaN on the diagonal and
+    for sources no input stands for)."""
+    success: Tensor
+    """``[K, K]`` share of the source's inputs the trigger sends to the target (NaN likewise)."""
+    masks: Tensor
+    """``[K, K, 1, H, W]`` the mask of each pair (zeros where there is none)."""
+
+
+def reverse_engineer_pairs(
+    model: Model, inputs: Tensor, classes: int, settings: CleanseSettings, per_source: int = 6
+) -> PairTriggers:
+    """Search a trigger for every pair ``s -> t`` from the inputs the model puts in ``s``.
+
+    A source-specific backdoor (only inputs of ``s`` flip) needs a tiny mask for its one
+    pair, while its target needs an ordinary one from the other classes. Each source gets
+    ``per_source`` inputs (repeated when it has fewer); all pairs run in one batch.
+    """
+    with torch.no_grad():
+        pred = model(inputs).argmax(1)
+    parts, targets, pairs = [], [], []
+    for s in range(classes):
+        pool = inputs[pred == s]
+        if not len(pool):
+            continue
+        rows = pool[torch.arange(per_source) % len(pool)]
+        for t in range(classes):
+            if t != s:
+                pairs.append((s, t))
+                parts.append(rows)
+                targets.append(torch.full((per_source,), t))
+    norms = torch.full((classes, classes), float("nan"))
+    success = norms.clone()
+    masks = torch.zeros((classes, classes, 1, *inputs.shape[-2:]))
+    if not pairs:
+        return PairTriggers(norms, success, masks)
+    x, target = torch.cat(parts), torch.cat(targets)
+    group = torch.arange(len(pairs)).repeat_interleave(per_source)
+    budget = GroupTriggerBudget(group, len(pairs), settings.l1_weight * per_source)
+    attack = IterativeAttack(budget, AdamUpdate(), settings.step_size, settings.steps)
+    objective = Persistent(ModelObjective(model, [(CrossEntropy("label", targeted=True), 1.0)]))
+    gen = torch.Generator().manual_seed(settings.seed)
+    ctx = TransformContext.of_batch(len(x), label=target)
+    result = attack.run(x, objective, ctx, generator=gen)
+    assert result.param is not None
+    with torch.no_grad():
+        hit = model(budget.apply(result.param, x)).argmax(1) == target
+    rates = hit.float().view(len(pairs), per_source).mean(1)
+    found, stamps = budget.mask_norms(result.param), budget.split(result.param)[0].detach()
+    for g, (s, t) in enumerate(pairs):
+        norms[s, t], success[s, t], masks[s, t] = found[g], rates[g], stamps[g]
+    return PairTriggers(norms, success, masks)

@@ -37,8 +37,24 @@ from workers.jobs.backdoor.biasmaps import (
     seed_inputs,
 )
 from workers.jobs.backdoor.bundle import ScanInputError, decode_samples, read_bundle
-from workers.jobs.backdoor.cleanse import CleanseSettings, Triggers, reverse_engineer
-from workers.jobs.backdoor.scores import class_scores, localise, relative, source_of
+from workers.jobs.backdoor.cleanse import (
+    CleanseSettings,
+    PairTriggers,
+    Triggers,
+    reverse_engineer,
+    reverse_engineer_pairs,
+)
+from workers.jobs.backdoor.scores import (
+    class_scores,
+    localise,
+    pair_anomaly,
+    pair_source,
+    relative,
+    source_of,
+)
+
+PAIR_RATIO = 0.5
+"""A named source's pair mask is below this share of the target's other sources' median."""
 
 
 @dataclass
@@ -47,6 +63,11 @@ class ModelRun:
 
     bias: BiasMaps
     triggers: Triggers | None
+    pairs: PairTriggers | None = None
+
+
+RunCache = dict[int, tuple[Classifier, ModelRun]]
+"""Detector runs by classifier ``id`` (with the classifier, so an id is never reused)."""
 
 
 @dataclass
@@ -74,11 +95,28 @@ def _run_model(
 ) -> ModelRun:
     bias_settings, cleanse_settings = _settings(options)
     bias = algorithm_one(model, seeds, model.classes, bias_settings)
-    triggers = None
+    triggers, pairs = None, None
     if options.cleanse:
         pool = data if data is not None and len(data) else seeds
         triggers = reverse_engineer(model, pool, model.classes, cleanse_settings)
-    return ModelRun(bias, triggers)
+        if data is not None and len(data):
+            pairs = reverse_engineer_pairs(model, data, model.classes, cleanse_settings)
+    return ModelRun(bias, triggers, pairs)
+
+
+def _cached(
+    runs: RunCache | None,
+    model: Classifier,
+    seeds: Tensor,
+    data: Tensor | None,
+    options: BackdoorScanOptions,
+) -> ModelRun:
+    if runs is None:
+        return _run_model(model, seeds, data, options)
+    kept = runs.get(id(model))
+    if kept is None or kept[0] is not model:  # the model itself is kept: ids are not reused
+        kept = runs[id(model)] = (model, _run_model(model, seeds, data, options))
+    return kept[1]
 
 
 def _signals(run: ModelRun, ref: ModelRun | None) -> list[Tensor]:
@@ -87,6 +125,13 @@ def _signals(run: ModelRun, ref: ModelRun | None) -> list[Tensor]:
         ref_norms = ref.triggers.norms if ref and ref.triggers is not None else None
         signals.append(relative(run.triggers.norms, ref_norms))
     return signals
+
+
+def _pair_scores(run: ModelRun, ref: ModelRun | None) -> Tensor | None:
+    """``[K, K]`` anomaly index of every source -> target trigger (None without pairs)."""
+    if run.pairs is None:
+        return None
+    return pair_anomaly(run.pairs.norms, ref.pairs.norms if ref and ref.pairs else None)
 
 
 def _class_rows(
@@ -176,8 +221,13 @@ def scan(
     data: Tensor | None,
     options: BackdoorScanOptions,
     progress: ProgressFn | None = None,
+    runs: RunCache | None = None,
 ) -> ScanResult:
-    """Scan ``model`` (and compare with ``reference``) from blank, noise and ``data``."""
+    """Scan ``model`` (and compare with ``reference``) from blank, noise and ``data``.
+
+    ``runs`` (the bench's) keeps each classifier's detector run by ``id`` across scans
+    with the same data and options, so a model and its reference are searched once.
+    """
     start = time.perf_counter()
     check_reference(model, reference)
     bias_settings, _ = _settings(options)
@@ -185,17 +235,27 @@ def scan(
     seeds = seed_inputs(model.spec.shape, bias_settings, data, gen)
     steps_total = 3 if reference is None else 4
     _report(progress, 0, steps_total)
-    run = _run_model(model, seeds, data, options)
+    run = _cached(runs, model, seeds, data, options)
     _report(progress, 1, steps_total)
-    ref = _run_model(reference, seeds, data, options) if reference is not None else None
+    ref = _cached(runs, reference, seeds, data, options) if reference is not None else None
     _report(progress, steps_total - 2, steps_total)
-    scores = class_scores(_signals(run, ref))
+    pairs = _pair_scores(run, ref)
+    scores = class_scores(_signals(run, ref), pairs)
     best = int(scores.argmax())
     suspicious = bool(scores[best] > options.threshold)
     target = best if suspicious else None
     source, source_scores = None, torch.zeros(model.classes)
     localisation: list[Localisation] = []
-    if target is not None:
+    if target is not None and pairs is not None and run.pairs is not None:
+        ref_norms = ref.pairs.norms if ref is not None and ref.pairs is not None else None
+        values = relative(run.pairs.norms, ref_norms)
+        source = pair_source(values, pairs, target, options.threshold, PAIR_RATIO)
+        source_scores = pairs[:, target]
+        localisation = _localise(run, ref, target)
+        if source is not None:
+            mask = run.pairs.masks[source, target, 0]
+            localisation.append(localise(mask, "reverse_engineered_pair_mask"))
+    elif target is not None:
         source, source_scores, _ = _source(model, reference, seeds, data, target, options)
         localisation = _localise(run, ref, target)
     _report(progress, steps_total - 1, steps_total)

@@ -1,12 +1,12 @@
 """Scores and verdict: MAD anomaly indices over classes, source class, trigger localisation.
 
-Each signal is a per-class value where a backdoor target is unusually LOW: the steps
-I-FGSM needs to reach the class (Algorithm I) and the L1 norm of its reverse-engineered
-trigger. With a reference model each signal is divided by the reference's (so classes
-that are easy for any model of the task cancel out). The anomaly index of class ``k`` is
-``(median - v_k) / (1.4826 * MAD)`` on log values (Neural Cleanse); a class's score is the
-largest of its signals' indices, and the scan is suspicious when a score passes the
-threshold.
+Each signal is a value where a backdoor target is unusually LOW: the steps I-FGSM needs
+to reach a class (Algorithm I), the L1 norm of its reverse-engineered trigger, and the
+norm of the trigger of every source -> target pair. With a reference model each signal is
+divided by the reference's (so classes that are easy for any model of the task cancel
+out). The anomaly index is ``(median - v) / (1.4826 * MAD)`` on log values (Neural
+Cleanse); a class's score is the largest weighted index of its signals, and the scan is
+suspicious when a score passes the threshold.
 """
 
 from __future__ import annotations
@@ -16,13 +16,20 @@ from torch import Tensor
 
 from facecloak.contract.backdoor import Localisation
 
+SPREAD_FLOOR = 0.2
+"""Smallest spread (scaled MAD of the logs) an index divides by: over ten classes a spread
+below ~20% is noise between models of one task (tuned on the bench's ``tune`` split)."""
 
-def anomaly_low(values: Tensor) -> Tensor:
+WEIGHTS = (0.5, 1.25, 0.75)
+"""Weights of the steps, trigger-norm and pair signals' indices before the maximum: the
+steps of I-FGSM vary most between clean models, pairs are many (more chance extremes)."""
+
+
+def anomaly_low(values: Tensor, floor: float = SPREAD_FLOOR) -> Tensor:
     """MAD anomaly index of each value on the low side (``>= 0``; 0 above the median)."""
     logs = values.clamp_min(1e-6).log()
     median = logs.median()
     mad = (logs - median).abs().median() * 1.4826
-    floor = 0.05  # a spread below 5% is noise: don't let it make tiny gaps look huge
     return ((median - logs) / mad.clamp_min(floor)).clamp_min(0.0)
 
 
@@ -31,9 +38,41 @@ def relative(values: Tensor, reference: Tensor | None) -> Tensor:
     return values if reference is None else values / reference.clamp_min(1e-6)
 
 
-def class_scores(signals: list[Tensor]) -> Tensor:
-    """``[K]`` the largest anomaly index of each class over the signals."""
-    return torch.stack([anomaly_low(s) for s in signals]).max(0).values
+def class_scores(signals: list[Tensor], pairs: Tensor | None = None) -> Tensor:
+    """``[K]`` the largest weighted anomaly index of each class over the signals (steps,
+    trigger norms) and, given the ``[K, K]`` pair indices, its most anomalous source.
+    """
+    indices = [w * anomaly_low(s) for w, s in zip(WEIGHTS, signals, strict=False)]
+    if pairs is not None:
+        indices.append(WEIGHTS[2] * pairs.max(0).values)
+    return torch.stack(indices).max(0).values
+
+
+def pair_anomaly(norms: Tensor, reference: Tensor | None = None) -> Tensor:
+    """``[K, K]`` MAD anomaly index (low side) of every ``source -> target`` trigger norm
+    over all pairs (relative to the reference's pairs when there is one; 0 where NaN).
+    """
+    values = relative(norms, reference).flatten()
+    keep = ~values.isnan()
+    out = torch.zeros_like(values)
+    if int(keep.sum()) >= 3:
+        out[keep] = anomaly_low(values[keep])
+    return out.view(norms.shape)
+
+
+def pair_source(
+    norms: Tensor, anomaly: Tensor, target: int, threshold: float, ratio: float
+) -> int | None:
+    """The source of a source-specific trigger toward ``target``: the pair whose anomaly
+    passes ``threshold`` and whose mask is below ``ratio`` times the median mask of the
+    other sources toward ``target`` (an all-to-one trigger is small from every source).
+    """
+    column = norms[:, target]
+    best = int(anomaly[:, target].argmax())
+    others = column[(torch.arange(len(column)) != best) & ~column.isnan()]
+    if float(anomaly[best, target]) <= threshold or len(others) < 2:
+        return None
+    return best if float(column[best]) < ratio * float(others.median()) else None
 
 
 def source_of(
