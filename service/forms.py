@@ -164,3 +164,29 @@ def callback_url(form: FormData, allowed_hosts: str) -> str | None:
     except CallbackRefused as exc:
         raise ApiError(422, exc.code, exc.message) from exc
     return url
+
+
+FILE_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}
+"""The OpenAPI schema of a multipart file part."""
+
+
+def option_properties(model: type[BaseModel]) -> dict[str, Any]:
+    """An options model's fields as multipart form properties (defaults left out)."""
+    props: dict[str, Any] = model.model_json_schema()["properties"]
+    return {k: {kk: vv for kk, vv in v.items() if kk != "default"} for k, v in props.items()}
+
+
+async def read_one_file(
+    form: FormData, name: str, limit: int, required: bool
+) -> tuple[str, bytes] | None:
+    """The single non-empty file part ``name`` (None when absent and not ``required``)."""
+    files = await read_files(form, name, limit)
+    if len(files) > 1:
+        raise ApiError(422, f"invalid_{name}", f"send at most one {name!r} file")
+    if not files:
+        if required:
+            raise ApiError(422, f"missing_{name}", f"the {name!r} file is required")
+        return None
+    if not files[0][1]:
+        raise ApiError(422, f"invalid_{name}", f"the {name!r} file is empty")
+    return files[0]

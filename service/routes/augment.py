@@ -8,7 +8,7 @@ cancel and webhooks are those of every job (``/v1/jobs/...``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,20 +18,21 @@ from facecloak.contract.augment import AugmentOptions, make_bundle
 from facecloak.contract.kinds import AUGMENT
 from service.deps import SUBMIT_ERRORS, St, Tenant
 from service.errors import ApiError
-from service.forms import callback_url, parse_options, read_form
-from service.routes.backdoor import _one
+from service.forms import (
+    FILE_SCHEMA,
+    callback_url,
+    option_properties,
+    parse_options,
+    read_form,
+    read_one_file,
+)
 from service.routes.jobs import accepted, check_idempotency_key
 from service.schemas import Job
 from service.uploads import Photo, is_archive, is_zip
 
 router = APIRouter()
 _FIELDS = ("model", "data", "callback_url")
-_FILE = {"type": "string", "format": "binary"}
 
-
-def _option_props() -> dict[str, Any]:
-    props: dict[str, Any] = AugmentOptions.model_json_schema()["properties"]
-    return {k: {kk: vv for kk, vv in v.items() if kk != "default"} for k, v in props.items()}
 
 
 AUGMENT_BODY = {
@@ -43,15 +44,15 @@ AUGMENT_BODY = {
                     "type": "object",
                     "required": ["model", "data"],
                     "properties": {
-                        "model": {**_FILE, "description": "The classifier (ONNX)."},
+                        "model": {**FILE_SCHEMA, "description": "The classifier (ONNX)."},
                         "data": {
-                            **_FILE,
+                            **FILE_SCHEMA,
                             "description": "Labelled images: a zip of one folder per class, "
                             "or an npz with 'x' and 'y'.",
                         },
                         "options": {"type": "string", "description": "Options as JSON."},
                         "callback_url": {"type": "string", "format": "uri"},
-                        **_option_props(),
+                        **option_properties(AugmentOptions),
                     },
                 }
             }
@@ -84,8 +85,8 @@ async def augmentation(
     try:
         options = parse_options(form, AugmentOptions, _FIELDS)
         callback = await run_in_threadpool(callback_url, form, st.settings.webhook_allowed_hosts)
-        model = await _one(form, "model", limit, required=True)
-        data = await _one(form, "data", limit, required=True)
+        model = await read_one_file(form, "model", limit, required=True)
+        data = await read_one_file(form, "data", limit, required=True)
     finally:
         await form.close()
     assert model is not None and data is not None

@@ -7,30 +7,31 @@ webhooks are those of every job (``/v1/jobs/...``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from starlette.datastructures import FormData
 
 from facecloak.contract.backdoor import BackdoorScanOptions, make_bundle
 from facecloak.contract.kinds import BACKDOOR_SCAN
 from service.deps import SUBMIT_ERRORS, St, Tenant
 from service.errors import ApiError
-from service.forms import callback_url, parse_options, read_files, read_form
+from service.forms import (
+    FILE_SCHEMA,
+    callback_url,
+    option_properties,
+    parse_options,
+    read_form,
+    read_one_file,
+)
 from service.routes.jobs import accepted, check_idempotency_key
 from service.schemas import Job
 from service.uploads import Photo, is_archive, is_zip
 
 router = APIRouter()
 _FIELDS = ("model", "reference", "samples", "callback_url")
-_FILE = {"type": "string", "format": "binary"}
 
-
-def _option_props() -> dict[str, Any]:
-    props: dict[str, Any] = BackdoorScanOptions.model_json_schema()["properties"]
-    return {k: {kk: vv for kk, vv in v.items() if kk != "default"} for k, v in props.items()}
 
 
 SCAN_BODY = {
@@ -42,31 +43,21 @@ SCAN_BODY = {
                     "type": "object",
                     "required": ["model"],
                     "properties": {
-                        "model": {**_FILE, "description": "The classifier to scan (ONNX)."},
-                        "reference": {**_FILE, "description": "A clean model of the same task."},
-                        "samples": {**_FILE, "description": "Unlabelled images: npz or zip."},
+                        "model": {**FILE_SCHEMA, "description": "The classifier to scan (ONNX)."},
+                        "reference": {
+                            **FILE_SCHEMA,
+                            "description": "A clean model of the same task.",
+                        },
+                        "samples": {**FILE_SCHEMA, "description": "Unlabelled images: npz or zip."},
                         "options": {"type": "string", "description": "Options as JSON."},
                         "callback_url": {"type": "string", "format": "uri"},
-                        **_option_props(),
+                        **option_properties(BackdoorScanOptions),
                     },
                 }
             }
         },
     }
 }
-
-
-async def _one(form: FormData, name: str, limit: int, required: bool) -> tuple[str, bytes] | None:
-    files = await read_files(form, name, limit)
-    if len(files) > 1:
-        raise ApiError(422, f"invalid_{name}", f"send at most one {name!r} file")
-    if not files:
-        if required:
-            raise ApiError(422, f"missing_{name}", f"the {name!r} file is required")
-        return None
-    if not files[0][1]:
-        raise ApiError(422, f"invalid_{name}", f"the {name!r} file is empty")
-    return files[0]
 
 
 def _check_files(
@@ -105,9 +96,9 @@ async def backdoor_scan(
     try:
         options = parse_options(form, BackdoorScanOptions, _FIELDS)
         callback = await run_in_threadpool(callback_url, form, st.settings.webhook_allowed_hosts)
-        model = await _one(form, "model", limit, required=True)
-        reference = await _one(form, "reference", limit, required=False)
-        samples = await _one(form, "samples", limit, required=False)
+        model = await read_one_file(form, "model", limit, required=True)
+        reference = await read_one_file(form, "reference", limit, required=False)
+        samples = await read_one_file(form, "samples", limit, required=False)
     finally:
         await form.close()
     assert model is not None

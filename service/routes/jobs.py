@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -17,6 +17,7 @@ from service.forms import (
     IDEMPOTENCY_KEY_RE,
     callback_url,
     check_models,
+    option_properties,
     parse_options,
     read_files,
     read_form,
@@ -28,11 +29,6 @@ RETRY_AFTER_S = 2
 _PROTECT_FIELDS = ("files", "callback_url")
 
 router = APIRouter()
-
-
-def _option_props() -> dict[str, Any]:
-    props: dict[str, Any] = ProtectOptions.model_json_schema()["properties"]
-    return {k: {kk: vv for kk, vv in v.items() if kk != "default"} for k, v in props.items()}
 
 
 PROTECT_BODY = {
@@ -54,7 +50,7 @@ PROTECT_BODY = {
                             "description": "Protect options as a JSON object (fields below).",
                         },
                         "callback_url": {"type": "string", "format": "uri"},
-                        **_option_props(),
+                        **option_properties(ProtectOptions),
                     },
                 }
             }
