@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="Attack steps one photo may take over all its faces (0: no limit); a "
         "photo past it fails with too_many_steps (2400: about 20 faces at the strong preset).",
     )
+    max_faces_per_photo: int = Field(
+        default=20,
+        description="Faces one photo may have (0: no limit); a photo with more is refused "
+        "with too_many_faces before any attack step, the batch's other photos go on.",
+    )
     rate_limit_per_minute: int = 120
     data_dir: Path = Field(
         default_factory=lambda: Path.home() / ".local" / "share" / "facecloak",

@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from facecloak.images import decode_image
+from facecloak.settings import Settings
+from models.registry import ModelStore
+from tests.helpers import DEV, runtime_for
 from tests.service_fixtures import (
     FACE_PHOTO,
     KEYS,
@@ -222,6 +227,57 @@ def test_killed_worker_job_completes_elsewhere(stack: Stack) -> None:
         done = poll(c, job["id"], finished, 60)
         assert done["status"] == "succeeded", stack.logs()
         assert done["items"][0]["attempts"] == 2
+
+
+KILL_PHOTO = DEV / "img25.jpg"  # 400x400, one face: a short real attack
+KILL_OPTIONS = {
+    "strength": "low",
+    "steps": "20",
+    "verify": "false",
+    "eot_makeup": "false",
+    "eot_jpeg": "false",
+    "eot_rescale": "false",
+}
+
+
+def mid_attack(job: dict[str, Any]) -> bool:
+    item = job["items"][0]
+    return bool(item["status"] == "running" and 0 < item["progress"]["done"] < 20)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not KILL_PHOTO.exists(), reason="shared face photos not present")
+def test_killed_worker_running_the_real_job_is_rescued(
+    stack: Stack, settings: Settings, model_store: ModelStore
+) -> None:
+    """SIGKILL a real worker mid-attack: the photo is protected by another, on attempt 2."""
+    doomed = stack.start_worker("doomed")
+    photo = KILL_PHOTO.read_bytes()
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        job = submit(c, [("face.jpg", photo)], **KILL_OPTIONS)
+        poll(c, job["id"], mid_attack, 240)
+        stack.start_worker("rescuer")
+        os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool die mid-attack
+        done = poll(c, job["id"], finished, 240)
+        item = done["items"][0]
+        assert done["status"] == "succeeded", (done, stack.logs())
+        assert item["status"] == "protected" and item["attempts"] == 2, item
+        assert item["faces"] == 1 and item["report"]["faces"][0]["steps"] >= 1
+        got = c.get(f"/v1/jobs/{job['id']}/result", headers=A)
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+    out_dir = stack.tmp / "blobs" / "jobs" / job["id"] / "out"
+    assert len(list(out_dir.iterdir())) == 1  # no second result file
+    runtime = runtime_for(settings, model_store)
+    before, after = decode_image(photo).rgb, decode_image(got.content).rgb
+    assert before.shape == after.shape
+    (face,) = runtime.detect(before)
+    assert len(runtime.detect(after)) == 1  # the face is still there
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    diff = np.abs(after.astype(np.int16) - before.astype(np.int16))
+    on_face = np.zeros(diff.shape[:2], dtype=bool)
+    on_face[max(0, y0) : y1, max(0, x0) : x1] = True
+    assert diff[on_face].mean() > 1.0  # the face was changed ...
+    assert diff[on_face].mean() > 5 * diff[~on_face].mean()  # ... and mostly the face
 
 
 @pytest.mark.parametrize("stack", [3.0], indirect=True)

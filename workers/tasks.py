@@ -3,7 +3,10 @@
 ``facecloak worker`` builds settings, runtime, handlers and the Celery app once, then
 calls :func:`register_tasks`; nothing is registered at import time. One generic run-item
 task serves every job kind (the handler is chosen by the record's kind), plus the verify
-and webhook tasks.
+and webhook tasks. Webhooks go through the durable outbox in the job record
+(:mod:`facecloak.contract.webhooks`): the write that ends a job makes its entry due, the
+webhook task is one claimed attempt at it, and the gateway's outbox sender
+(``service.outbox``) makes every later attempt, after the backoff, also after restarts.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def register_tasks(app: Celery, worker: Worker) -> None:
     """Register the run-item, verify and webhook tasks on ``app``, and the warm-up."""
 
     def finished(job: JobRecord) -> None:
+        """A job ended: try its due outbox entry now rather than at the sender's next round."""
         if job.callback_url:
             app.send_task(WEBHOOK_TASK, args=[job.id])
 
@@ -77,7 +81,11 @@ def register_tasks(app: Celery, worker: Worker) -> None:
 
     @app.task(name=WEBHOOK_TASK)
     def webhook_task(job_id: str) -> bool:
-        """POST the finished job to its callback URL, with retries and backoff."""
+        """One claimed attempt at the job's due outbox entry (signed POST of the job's JSON).
+
+        False when nothing was due (taken or delivered elsewhere), refused, or failed; a
+        failed attempt stays in the outbox and the gateway's sender retries it.
+        """
         return send_job_webhook(worker.context(), job_id)
 
     def on_process_init(**_: Any) -> None:

@@ -9,9 +9,11 @@ Safety against duplicate runs and dead workers:
 
 - A run *claims* an item (status ``running``, a fresh owner token, a lease) atomically; a
   second delivery of the same item while the lease is alive does nothing.
-- The result is written under a key that includes the owner token, and only the run that
-  still owns the item when it finishes *commits* it into the record; a loser deletes its
-  blob. So a task that runs twice cannot corrupt a result.
+- The result is written under a key of its own run (the attempt number the claim took),
+  and only the run that still owns the item when it finishes *commits* it into the record;
+  a loser deletes its blob. So a task that runs twice cannot corrupt a result. The commit
+  also deletes earlier runs' result files (a run killed between saving and committing
+  leaves one), as does the sweep that fails an item after its last run.
 - A heartbeat thread extends the lease. :func:`~facecloak.contract.sweeps.reap` (run
   periodically by the gateway) puts items whose lease ran out back in the queue, or fails
   them once ``max_attempts`` is spent.
@@ -35,7 +37,7 @@ from facecloak.contract.kinds import Handlers, ProgressFn, Verifier, get_kind
 from facecloak.contract.options import ItemOutcome, JobError
 from facecloak.contract.records import ItemRecord, JobRecord, now, progress_unit
 from facecloak.contract.storage import BlobNotFound
-from facecloak.contract.sweeps import expire, reap, sweep_orphans
+from facecloak.contract.sweeps import drop_results, expire, reap, result_key, sweep_orphans
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ __all__ = [
     "expire",
     "original_key",
     "reap",
+    "result_key",
     "run_item",
     "run_verify",
     "sweep_orphans",
@@ -153,9 +156,8 @@ class _Heartbeat(threading.Thread):
         seconds = time.monotonic() - self.started
         try:
             _commit(
-                self.ctx, self.job_id, self.item.index, self.token, outcome, seconds,
-                self.on_finished,
-            )  # fmt: skip
+                self.ctx, self.job_id, self.item, self.token, outcome, seconds, self.on_finished
+            )
         except Exception:  # the lease runs out instead; the sweep recovers
             log.warning("time limit commit failed for %s", self.job_id, exc_info=True)
 
@@ -238,6 +240,7 @@ def run_item(
     if not claimed:
         if job.done and job.finished_at and job.items[index].worker is None:
             _cleanup_originals(ctx, job)
+            drop_results(ctx, job_id, job.items[index])
         return
     item = job.items[index]
     start = time.monotonic()
@@ -253,22 +256,24 @@ def run_item(
             outcome = _handle(handlers, job, item, data, progress)
     finally:
         heartbeat.stopped.set()
-    _commit(ctx, job_id, index, token, outcome, time.monotonic() - start, on_finished)
+    _commit(ctx, job_id, item, token, outcome, time.monotonic() - start, on_finished)
 
 
 def _commit(
     ctx: Context,
     job_id: str,
-    index: int,
+    claimed: ItemRecord,
     token: str,
     outcome: ItemOutcome,
     seconds: float,
     on_finished: Finished,
 ) -> None:
-    result_key = None
+    """Save the result under this run's key, commit it if the run still owns the item, and
+    delete what is not used (a lost race's blob, earlier runs' blobs, the original)."""
+    index, key = claimed.index, None
     if outcome.status == "protected" and outcome.output is not None:
-        result_key = f"jobs/{job_id}/out/{index}-{token}"
-        ctx.storage.put(result_key, outcome.output)
+        key = result_key(job_id, index, claimed.attempts)
+        ctx.storage.put(key, outcome.output)
     state = {"owner": False, "finished": False}
 
     def fn(job: JobRecord) -> None:
@@ -286,14 +291,15 @@ def _commit(
             item.faces_done = outcome.faces if outcome.status == "protected" else item.faces_done
             item.report = outcome.report
             item.error = outcome.error
-            item.result_key = result_key
+            item.result_key = key
         state["finished"] = job.settle(ctx.settings.result_ttl_seconds)
 
     job = ctx.store.update(job_id, fn)
-    if result_key and (job is None or not state["owner"] or job.status == "canceled"):
-        ctx.storage.delete(result_key)  # lost the race or canceled: our blob is not used
+    if key and (job is None or not state["owner"] or job.status == "canceled"):
+        ctx.storage.delete(key)  # lost the race or canceled: our blob is not used
     if job is None or not state["owner"]:
         return
+    drop_results(ctx, job_id, job.items[index], before=claimed.attempts)
     ctx.storage.delete(job.items[index].original_key or original_key(job_id, index))
     if outcome.status == "protected":
         ctx.store.add_stats(faces=outcome.faces, face_seconds=seconds)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from facecloak.contract.context import Context
 from facecloak.contract.options import JobError
-from facecloak.contract.records import JobRecord, now
+from facecloak.contract.records import ItemRecord, JobRecord, now
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,21 @@ def reap(
         del sent[key]
     for job in ctx.store.finished_before(t):
         expire(ctx, job)
+
+
+def result_key(job_id: str, index: int, attempt: int) -> str:
+    """Where run ``attempt`` of item ``index`` saves its result (each claim has its own)."""
+    return f"jobs/{job_id}/out/{index}-{attempt}"
+
+
+def drop_results(ctx: Context, job_id: str, item: ItemRecord, before: int | None = None) -> None:
+    """Delete the result files of the item's runs (those before run ``before``; default all)
+    except its committed one: a run killed between saving and committing leaves one behind."""
+    last = item.attempts if before is None else before - 1
+    for attempt in range(1, last + 1):
+        key = result_key(job_id, item.index, attempt)
+        if key != item.result_key:
+            ctx.storage.delete(key)
 
 
 def sweep_orphans(ctx: Context) -> list[str]:
@@ -100,6 +115,7 @@ def _requeue(
         redispatch(job_id, index, job.kind)
     elif state["action"] == "finished":
         ctx.storage.delete_prefix(f"jobs/{job.id}/in")
+        drop_results(ctx, job.id, job.items[index])
         on_finished(job)
 
 

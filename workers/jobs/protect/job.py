@@ -99,6 +99,13 @@ def protect_photo(
     if not found.faces:
         return _no_face(report, found, min_size)
     total = len(found.faces)
+    cap = runtime.settings.max_faces_per_photo
+    if cap and total > cap:
+        message = (
+            f"{total} faces found, more than the limit of {cap} per photo; "
+            "crop the photo into parts with fewer faces"
+        )
+        return _refused(report, "failed", "too_many_faces", message)
     cloaker = build_cloaker(options, runtime)
     faces = face_inputs(runtime, img.rgb, found.faces, cloaker.cfg.makeup)
     result = cloaker.protect(img.rgb, faces, seed=options.seed, progress=progress)
