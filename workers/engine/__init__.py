@@ -14,6 +14,7 @@ from workers.engine.attack import AttackResult, IterativeAttack, OnStep, StepEve
 from workers.engine.budget import Budget, L2Budget, LinfBudget, SharedBudget, TriggerBudget
 from workers.engine.diversity import InputDiversity
 from workers.engine.filters import GaussianBlur, MedianSmooth, Quantise8bit
+from workers.engine.flip import FlipLoss
 from workers.engine.jpeg import DifferentiableJpeg
 from workers.engine.objectives import (
     CTC,
@@ -86,6 +87,7 @@ __all__ = [
     "Ensemble",
     "EotStep",
     "Expectation",
+    "FlipLoss",
     "GaussianBlur",
     "GradientSmoothing",
     "Grayscale",

@@ -47,6 +47,9 @@ class StepEvent:
 
 OnStep = Callable[[StepEvent], None]
 """Called after every iteration; an exception it raises stops the attack (cancellation)."""
+Penalty = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+"""``(x_adv [b, ...], x [b, ...], mask or None) -> [b]``: a cost of the change itself (e.g.
+its visibility, :class:`workers.engine.flip.FlipLoss`), added to the loss."""
 
 
 def _mask_rows(mask: Tensor | None, index: Tensor, x: Tensor) -> Tensor | None:
@@ -81,6 +84,10 @@ class IterativeAttack:
     iteration on which a sample is done its ``delta`` is kept as its best and multiplied by
     ``f``, and on the others it takes a step, so the loop runs every iteration and returns
     each done sample's last ``delta`` that held: the smallest it found.
+
+    ``penalty`` (additive budgets) is added to every sample's loss, times
+    ``penalty_weight``. In shrink mode a sample that holds then steps on the penalty alone,
+    and the delta kept is the one with the lowest penalty among those that held.
     """
 
     def __init__(
@@ -94,6 +101,8 @@ class IterativeAttack:
         random_start: bool = False,
         check_every: int = 1,
         shrink: float | None = None,
+        penalty: Penalty | None = None,
+        penalty_weight: float = 1.0,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -110,6 +119,8 @@ class IterativeAttack:
         if shrink is not None and not 0.0 < shrink < 1.0:
             raise ValueError(f"shrink must lie in (0, 1), got {shrink}")
         self.shrink = shrink
+        self.penalty = penalty
+        self.penalty_weight = float(penalty_weight)
 
     def run(
         self,
@@ -176,28 +187,41 @@ class IterativeAttack:
         active = torch.arange(batch, device=device)
         steps_run = torch.zeros(batch, dtype=torch.int64, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
-        best = delta.clone()  # shrink mode: the last delta that held
+        best = delta.clone()  # shrink mode: the delta kept for each sample that held
+        best_cost = torch.full((batch,), float("inf"), device=device)
         history: list[float] = []
         for step in range(self.steps):
             current = delta[active].clone().requires_grad_(True)
             rows_mask = _mask_rows(mask, active, x)
             effective = current if rows_mask is None else current * rows_mask
-            out = self.evaluate(x[active] + effective, objective, ctx.select(active), gen)
+            x_adv = x[active] + effective
+            out = self.evaluate(x_adv, objective, ctx.select(active), gen)
             history.append(float(out.loss.detach().mean().item()))
             finished = out.done.detach().to(device=device, dtype=torch.bool)
             if step % self.check_every != 0:
                 finished = torch.zeros_like(finished)
             done[active[finished]] = True
             keep = ~finished
+            loss = out.loss
+            if self.penalty is not None:
+                cost = self.penalty_weight * self.penalty(x_adv, x[active], rows_mask)
+                loss = torch.where(finished, 0.0, loss) + cost if self.shrink else loss + cost
             if self.shrink is not None:  # held: remember, shrink, and stay in the batch
                 held = active[finished]
-                best[held] = delta[held]
+                if self.penalty is None:
+                    best[held] = delta[held]
+                else:
+                    lower = cost.detach()[finished] < best_cost[held]
+                    best[held[lower]] = delta[held[lower]]
+                    best_cost[held[lower]] = cost.detach()[finished][lower]
                 delta[held] = delta[held] * self.shrink
+                if self.penalty is not None:  # held samples step on the penalty too
+                    keep = torch.ones_like(keep)
             if bool(keep.any()):
-                (grad,) = torch.autograd.grad(out.loss[keep].sum(), current)
+                (grad,) = torch.autograd.grad(loss[keep].sum(), current)
                 index = active[keep]
                 direction = self._direction(grad[keep], index)
-                stepped = current.detach()[keep] - self.step_size * direction
+                stepped = delta[index] - self.step_size * direction
                 delta[index] = budget.project(stepped, x[index])
                 steps_run[index] += 1
             if self.shrink is None:

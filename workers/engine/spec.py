@@ -15,6 +15,7 @@ from workers.engine.attack import IterativeAttack
 from workers.engine.budget import Budget, L2Budget, LinfBudget, SharedBudget, TriggerBudget
 from workers.engine.diversity import InputDiversity
 from workers.engine.filters import GaussianBlur, MedianSmooth, Quantise8bit
+from workers.engine.flip import FLIP_PPD, FlipLoss
 from workers.engine.jpeg import DifferentiableJpeg
 from workers.engine.perceptual import PerceptualBudget
 from workers.engine.rescale import RandomRescale
@@ -96,6 +97,10 @@ class AttackSpec:
     shrink: float | None = None
     """Shrink mode of the loop: a done sample's delta is multiplied by this and attacked on
     (see :class:`IterativeAttack`); None: done samples are frozen."""
+    flip_weight: float = 0.0
+    """Additive budgets: add this times the change's mean FLIP (over the mask, at
+    ``flip_ppd``; :class:`FlipLoss`) to the loss; 0: no visibility penalty."""
+    flip_ppd: float = FLIP_PPD
 
     @property
     def alpha(self) -> float:
@@ -127,6 +132,8 @@ class AttackSpec:
             text += f" + EOT({', '.join(step.transform for step in self.eot)})"
         if self.ssim_floor is not None:
             text += f", SSIM >= {self.ssim_floor:g}"
+        if self.flip_weight > 0:
+            text += f", FLIP penalty x{self.flip_weight:g}"
         return text + (" with 8-bit rounding" if self.quantise else "")
 
     def with_(self, **changes: Any) -> AttackSpec:
@@ -206,6 +213,8 @@ def build_attack(
         random_start=spec.random_start,
         check_every=spec.check_every,
         shrink=spec.shrink,
+        penalty=FlipLoss(spec.flip_ppd) if spec.flip_weight > 0 else None,
+        penalty_weight=spec.flip_weight,
     )
 
 

@@ -3,9 +3,11 @@
 Escalate, then shrink: every face is attacked in the smallest perceptual budget of the
 preset's :class:`~workers.jobs.protect.config.SearchPlan`; only faces that have not
 reached the margin under EOT move on to the next, larger budget (warm-started from
-where they are). Faces that reached it then go through a shrink phase: small steps, and
-the perturbation scaled down on every iteration that still holds the margin under EOT
-(the engine loop's shrink mode), keeping the smallest one that held. Progress is counted
+where they are). Every level adds the change's FLIP to the loss (the spec's
+``flip_weight``). Faces that reached the margin then go through a shrink phase (the engine
+loop's shrink mode with a FLIP penalty): a face that holds the margin under EOT is scaled
+down and steps on FLIP alone, one that lost it steps on dodging plus FLIP, and the least
+visible change that held is kept. Progress is counted
 in attack-step units (:class:`StepMeter`).
 """
 
