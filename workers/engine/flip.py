@@ -99,6 +99,18 @@ def _max_colour_distance() -> float:
 _CMAX = _max_colour_distance()
 
 
+def _smooth_size(n: int) -> int:
+    """The smallest size >= ``n`` whose prime factors are 2, 3 and 5."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
 def _transfer(n: int, kernel: Tensor, real: bool) -> Tensor:
     """FFT of a centred 1-D ``kernel`` placed on a circle of ``n`` samples (tap 0 at 0)."""
     r = kernel.numel() // 2
@@ -128,7 +140,9 @@ class FlipLoss:
         transfer function is an outer product of 1-D transfers, cached per size.
         """
         h, w, r = t.shape[-2], t.shape[-1], self.radius
-        padded = F.pad(t, (r, r, r, r), mode="replicate")
+        # pad to sizes with small prime factors (FFTs of a prime length are several x slower)
+        extra_h, extra_w = _smooth_size(h + 2 * r) - h - 2 * r, _smooth_size(w + 2 * r) - w - 2 * r
+        padded = F.pad(t, (r, r + extra_w, r, r + extra_h), mode="replicate")
         ph, pw = padded.shape[-2:]
         key = (bank, ph, pw, t.device)
         if key not in self._responses:
