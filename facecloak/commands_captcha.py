@@ -17,12 +17,15 @@ def cmd_captcha_generate(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
     from facecloak.contract.captcha import CAPTCHA_ALPHABET, CaptchaConfig
+    from workers.jobs.captcha.generator import CaptchaRenderer
     from workers.jobs.captcha.maker import CaptchaMaker
 
     try:
         config = CaptchaConfig(length=args.length, alphabet=args.alphabet or CAPTCHA_ALPHABET)
-    except ValidationError as exc:
-        print(f"facecloak captcha generate: {exc.errors()[0]['msg']}", file=sys.stderr)
+        ink = parse_ink(args.ink)
+    except (ValidationError, ValueError) as exc:
+        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        print(f"facecloak captcha generate: {msg}", file=sys.stderr)
         return 2
     if args.n < 1:
         print("facecloak captcha generate: -n must be at least 1", file=sys.stderr)
@@ -31,7 +34,7 @@ def cmd_captcha_generate(args: argparse.Namespace, settings: Settings) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    maker = CaptchaMaker()
+    maker = CaptchaMaker(renderer=CaptchaRenderer(ink=ink), routed=args.routed)
     if args.steps is not None:
         maker.spec = maker.spec.with_(steps=args.steps, check_every=args.steps)
     answers: dict[str, str] = {}
@@ -48,6 +51,19 @@ def cmd_captcha_generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def parse_ink(text: str | None) -> tuple[int, int] | None:
+    """``"LO,HI"`` (text colour channels, 0-255) -> ``(LO, HI)``; None: the served default."""
+    if text is None:
+        return None
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--ink wants LO,HI (0-255), got {text!r}") from None
+    if not 0 <= low <= high <= 255:
+        raise ValueError(f"--ink wants 0 <= LO <= HI <= 255, got {text!r}")
+    return low, high
+
+
 def cmd_captcha_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train one of the shipped OCR models (see ``docs/captcha.md``)."""
     from workers.jobs.captcha.train import run_training
@@ -59,6 +75,11 @@ def cmd_captcha_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Solve rates of clean vs robust CAPTCHAs, legibility proxies and timings."""
     from workers.jobs.captcha.bench import run_bench
 
+    try:
+        args.ink = parse_ink(args.ink)
+    except ValueError as exc:
+        print(f"facecloak captcha bench: {exc}", file=sys.stderr)
+        return 2
     return run_bench(args, serve_latency)
 
 
@@ -133,6 +154,10 @@ def cmd_captcha_fill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+INK_HELP = "text colour channel range LO,HI (default: the served 110,190)"
+ROUTED_HELP = "one model per EOT copy: 3x cheaper attack, weaker transfer (docs/captcha.md)"
+
+
 def add_captcha_commands(sub: Any) -> None:
     """The ``captcha`` command and its subcommands."""
     cap = sub.add_parser("captcha", help="robust text CAPTCHAs")
@@ -148,6 +173,8 @@ def add_captcha_commands(sub: Any) -> None:
     ge.add_argument("--batch", type=int, default=16)
     ge.add_argument("--steps", type=int, default=None, help="attack steps (default 30)")
     ge.add_argument("--threads", type=int, default=2)
+    ge.add_argument("--ink", default=None, help=INK_HELP)
+    ge.add_argument("--routed", action="store_true", help=ROUTED_HELP)
     ge.set_defaults(func=cmd_captcha_generate)
 
     fi = csub.add_parser("fill", help="keep the Redis CAPTCHA pools filled (distributed)")
@@ -188,3 +215,5 @@ def add_bench_arguments(be: argparse.ArgumentParser) -> None:
     be.add_argument("--pool-requests", type=int, default=200)
     be.add_argument("--json", default=None, help="also write the figures here")
     be.add_argument("--grid", default=None, help="write a clean-vs-robust PNG grid here")
+    be.add_argument("--ink", default=None, help=INK_HELP)
+    be.add_argument("--routed", action="store_true", help=ROUTED_HELP)

@@ -63,7 +63,7 @@ def test_shipped_models_read_base_captchas(name: str) -> None:
     assert accuracy(load_ocr(name), to_tensor(images), texts) >= 0.8
 
 
-@pytest.mark.slow  # the full default attack on 3 CAPTCHAs (164 s on a loaded 2-core box)
+@pytest.mark.slow  # the full default attack on 3 CAPTCHAs (20 s on a loaded 2-core box)
 def test_robust_captchas_fool_the_ensemble_within_the_budget(maker: CaptchaMaker) -> None:
     made = maker.make(CaptchaConfig(), 3, seed=3)
     base = to_tensor(np.stack([_rgb(m.base_png) for m in made]))
@@ -130,3 +130,25 @@ def test_pool_filler_tops_up_default_and_wanted_configs() -> None:
     assert fake.calls == 4
     idle = PoolFiller(LocalCaptchaPool(), make_maker=lambda: fake, prefill_default=False)  # type: ignore[arg-type,return-value]
     assert idle.fill_once() == 0 and fake.calls == 4
+
+
+def test_bench_otsu_threshold_matches_scikit_image() -> None:
+    from skimage.filters import threshold_otsu
+
+    from workers.jobs.captcha.solvers import PREPROCESSING, otsu_level
+
+    rng = np.random.default_rng(0)
+    ink, paper = rng.normal(90, 20, 900), rng.normal(230, 8, 2700)
+    gray = np.concatenate([ink, paper]).clip(0, 255).astype(np.uint8).reshape(60, 60)
+    assert otsu_level(Image.fromarray(gray)) == threshold_otsu(gray)
+    out = PREPROCESSING["otsu"](np.repeat(gray[None, ..., None], 3, -1))
+    assert set(np.unique(out).tolist()) == {0, 255} and out.shape == (1, 60, 60, 3)
+
+
+def test_cli_ink_option_is_checked() -> None:
+    from facecloak.commands_captcha import parse_ink
+
+    assert parse_ink(None) is None and parse_ink("150,200") == (150, 200)
+    for bad in ("200,150", "1,2,3", "a,b", "0,256"):
+        with pytest.raises(ValueError):
+            parse_ink(bad)

@@ -22,8 +22,9 @@ from PIL import Image
 
 from facecloak.contract.captcha import CaptchaConfig, PooledCaptcha
 from models.ocr.store import available, load_ocr
-from workers.jobs.captcha.attack import ENSEMBLE
+from workers.jobs.captcha.attack import ENSEMBLE, describe
 from workers.jobs.captcha.data import to_tensor
+from workers.jobs.captcha.generator import SERVED_INK, CaptchaRenderer
 from workers.jobs.captcha.maker import CaptchaMaker, MadeCaptcha
 from workers.jobs.captcha.solvers import (
     PREPROCESSING,
@@ -45,15 +46,17 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def make_set(
     maker: CaptchaMaker, config: CaptchaConfig, count: int, seed: int, batch: int = 16
-) -> tuple[list[MadeCaptcha], float]:
-    """``count`` seeded CAPTCHAs and the seconds each took (batches of ``batch``)."""
+) -> tuple[list[MadeCaptcha], float, float]:
+    """``count`` seeded CAPTCHAs and the wall and CPU seconds each took (batches of
+    ``batch``; on a shared machine the CPU time is the steadier figure)."""
     made: list[MadeCaptcha] = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for start in range(0, count, batch):
         made.extend(maker.make(config, min(batch, count - start), seed * 100_003 + start))
         each = maker.last_seconds / min(batch, count - start)
         print(f"{len(made)}/{count} CAPTCHAs, {each:.2f} s each", flush=True)
-    return made, (time.perf_counter() - started) / max(count, 1)
+    per = max(count, 1)
+    return made, (time.perf_counter() - started) / per, (time.process_time() - cpu) / per
 
 
 def solvers() -> dict[str, Solver]:
@@ -142,7 +145,8 @@ def print_tables(report: dict[str, Any]) -> None:
     print(f"\nL-inf {leg['linf_max_255']:.0f}/255, SSIM mean {leg['ssim_mean']:.3f} "
           f"(min {leg['ssim_min']:.3f}), FLIP mean {leg['flip_mean']:.4f}; "
           f"{report['seconds_per_captcha']:.2f} s per CAPTCHA on CPU "
-          f"({report['threads']} threads); attack: {report['attack']}")  # fmt: skip
+          f"({report['cpu_seconds_per_captcha']:.2f} s of CPU time, {report['threads']} "
+          f"threads); attack: {report['attack']}")  # fmt: skip
     if "pool" in report:
         pool = report["pool"]
         print(f"POST /v1/captchas from a filled pool: p50 {pool['p50_ms']:.1f} ms, "
@@ -159,16 +163,20 @@ def run_bench(args: argparse.Namespace, serve_latency: ServeLatency | None = Non
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     config = CaptchaConfig(length=args.length)
-    maker = CaptchaMaker()
-    made, seconds = make_set(maker, config, args.n, args.seed)
+    ink: tuple[int, int] = tuple(args.ink) if getattr(args, "ink", None) else SERVED_INK
+    maker = CaptchaMaker(
+        renderer=CaptchaRenderer(ink=ink), routed=bool(getattr(args, "routed", False))
+    )
+    made, seconds, cpu_seconds = make_set(maker, config, args.n, args.seed)
     base = np.stack([decode_png(m.base_png) for m in made])
     robust = np.stack([decode_png(m.png) for m in made])
     answers = [m.answer for m in made]
     report: dict[str, Any] = {
         "n": args.n, "length": args.length, "seed": args.seed, "threads": args.threads,
-        "attack": maker.spec.describe() + f", eps {maker.spec.eps * 255:.0f}/255, "
-        f"{maker.spec.steps} steps, ensemble {', '.join(ENSEMBLE)}",
+        "ink": list(ink),
+        "attack": describe(maker.spec, maker.routed),
         "seconds_per_captcha": seconds,
+        "cpu_seconds_per_captcha": cpu_seconds,
         "solve": solve_table(base, robust, answers),
         "legibility": legibility(base, robust),
     }  # fmt: skip

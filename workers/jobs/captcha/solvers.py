@@ -36,6 +36,21 @@ def _binarise(im: Image.Image, level: int = 200) -> Image.Image:
     return im.convert("L").point(lambda v: 255 if v > level else 0)
 
 
+def otsu_level(gray: Image.Image) -> int:
+    """Otsu's threshold of an 8-bit grey image: the level that maximises the variance
+    between the two classes it splits the histogram into."""
+    hist = np.asarray(gray.histogram()[:256], dtype=np.float64)
+    p = hist / max(hist.sum(), 1.0)
+    below, mean_below = np.cumsum(p), np.cumsum(p * np.arange(256))
+    between = (mean_below[-1] * below - mean_below) ** 2 / np.maximum(below * (1 - below), 1e-12)
+    return int(np.argmax(between))
+
+
+def _otsu(im: Image.Image) -> Image.Image:
+    gray = im.convert("L")
+    return _binarise(gray, otsu_level(gray))
+
+
 PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "none": lambda images: images,
     "median3": _per_image(lambda im: im.filter(ImageFilter.MedianFilter(3))),
@@ -43,9 +58,10 @@ PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "jpeg75": _per_image(_jpeg),
     "gray": _per_image(lambda im: im.convert("L")),
     "binarise": _per_image(_binarise),
+    "otsu": _per_image(_otsu),
 }
 """An attacker's clean-ups (Pillow): 3x3 median, Gaussian blur sigma 1, JPEG q75,
-grayscale, threshold at luma 200/255."""
+grayscale, threshold at luma 200/255, threshold at each image's own Otsu level."""
 
 
 def model_solver(model: nn.Module) -> Solver:
