@@ -74,6 +74,19 @@ def test_a_weight_averages_over_a_region() -> None:
     assert float(loss(test, ref, left)) < 0.2 * float(loss(test, ref, 1.0 - left))
 
 
+def test_one_loss_compares_against_whichever_reference_it_is_given() -> None:
+    ref = _t(_crop())
+    changes = {name: _t(a) for name, a in _changes(_crop()).items()}
+    loss = FlipLoss()
+    first = float(loss(changes["jpeg q50"], ref))
+    other_ref = changes["colour noise"]  # a second clean image, then the first again
+    assert float(loss(changes["jpeg q50"], other_ref)) == pytest.approx(
+        float(FlipLoss()(changes["jpeg q50"], other_ref))
+    )
+    assert float(loss(changes["jpeg q50"], ref)) == pytest.approx(first)
+    assert float(loss(ref, ref)) < 1e-3
+
+
 class PatternBelow:
     """Loss: the change's correlation with a fixed +-1 pattern; done below ``-target``."""
 

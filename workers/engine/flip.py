@@ -22,6 +22,7 @@ convolutions. Small floors keep the gradient finite where the images agree.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -119,8 +120,20 @@ def _transfer(n: int, kernel: Tensor, real: bool) -> Tensor:
     return torch.fft.rfft(circle) if real else torch.fft.fft(circle)
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One image's half of FLIP: its filtered Hunt L*a*b* and edge / point strengths."""
+
+    lab: Tensor
+    edge: Tensor
+    point: Tensor
+
+
 class FlipLoss:
-    """Per-pixel and mean LDR-FLIP of ``test`` against ``reference`` (sRGB in [0, 1])."""
+    """Per-pixel and mean LDR-FLIP of ``test`` against ``reference`` (sRGB in [0, 1]).
+
+    Differentiable in ``test``; the reference is a constant (no gradient flows to it).
+    """
 
     def __init__(self, ppd: float = FLIP_PPD) -> None:
         if ppd <= 0:
@@ -130,6 +143,7 @@ class FlipLoss:
         self.edge, self.point, self.smooth = self._feature_kernels()
         self._responses: dict[tuple[str, int, int, torch.device], Tensor] = {}
         self.radius = max(self.edge.numel(), self.csf[0][0][1].numel()) // 2
+        self._cached: tuple[Tensor, _Side] | None = None  # (last reference, its filtered side)
 
     def _filter(self, t: Tensor, bank: str) -> Tensor:
         """Filter ``t`` ``[B, C, H, W]`` with a filter bank, replicate padding, by FFT.
@@ -198,12 +212,38 @@ class FlipLoss:
 
     def error_map(self, test: Tensor, reference: Tensor) -> Tensor:
         """``[B, 1, H, W]`` FLIP error in [0, 1] of ``test`` against ``reference``."""
-        test, reference = test.clamp(0.0, 1.0), reference.clamp(0.0, 1.0)
-        opp_test = _mix(srgb_to_linear(test), _RGB_TO_OPPONENT)
-        opp_ref = _mix(srgb_to_linear(reference), _RGB_TO_OPPONENT)
-        colour = self._colour(opp_test, opp_ref)
-        feature = self._feature(opp_test[:, :1], opp_ref[:, :1])
+        ref = self._reference_side(reference)
+        opp_test = _mix(srgb_to_linear(test.clamp(0.0, 1.0)), _RGB_TO_OPPONENT)
+        power = _hyab(self._filtered_lab(opp_test), ref.lab) ** _QC
+        knee = _PC * _CMAX
+        low = (_PT / knee) * power
+        high = _PT + (power - knee) / (_CMAX - knee) * (1.0 - _PT)
+        colour = torch.where(power < knee, low, high)
+        edge_t, point_t = self._strengths(opp_test[:, :1])
+        diff = torch.maximum((edge_t - ref.edge).abs(), (point_t - ref.point).abs())
+        feature = ((diff / math.sqrt(2.0)).square() + _FLOOR**2) ** (_QF / 2.0)
         return colour.clamp(min=_FLOOR) ** (1.0 - feature)
+
+    def _reference_side(self, reference: Tensor) -> _Side:
+        """The reference's filtered colour and feature strengths, without gradient.
+
+        The last reference's are kept: an attack compares every step against the same
+        clean image, and an exact comparison costs far less than the filters.
+        """
+        if self._cached is not None:
+            seen, side = self._cached
+            if (
+                seen.shape == reference.shape
+                and seen.device == reference.device
+                and torch.equal(seen, reference)
+            ):
+                return side
+        with torch.no_grad():
+            opp = _mix(srgb_to_linear(reference.clamp(0.0, 1.0)), _RGB_TO_OPPONENT)
+            edge, point = self._strengths(opp[:, :1])
+            side = _Side(self._filtered_lab(opp), edge, point)
+        self._cached = (reference.detach().clone(), side)
+        return side
 
     def __call__(self, test: Tensor, reference: Tensor, weight: Tensor | None = None) -> Tensor:
         """``[B]`` mean FLIP error; ``weight`` ``[B or 1, 1, H, W]`` averages over a region."""
@@ -217,13 +257,6 @@ class FlipLoss:
         linear = _mix(self._filter(opponent, "colour"), _OPPONENT_TO_RGB).clamp(0.0, 1.0)
         return _lab(linear)
 
-    def _colour(self, opp_test: Tensor, opp_ref: Tensor) -> Tensor:
-        power = _hyab(self._filtered_lab(opp_test), self._filtered_lab(opp_ref)) ** _QC
-        knee = _PC * _CMAX
-        low = (_PT / knee) * power
-        high = _PT + (power - knee) / (_CMAX - knee) * (1.0 - _PT)
-        return torch.where(power < knee, low, high)
-
     def _strengths(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Edge and point strengths (gradient norms over x and y) of luminance ``y``."""
         # Y of YCxCz here lacks the -16 offset, so (Y + 16) / 116 of FLIP is Y / 116
@@ -232,9 +265,3 @@ class FlipLoss:
         edge = (f[:, 0:2].square().sum(1, keepdim=True) + floor).sqrt()
         point = (f[:, 2:4].square().sum(1, keepdim=True) + floor).sqrt()
         return edge, point
-
-    def _feature(self, y_test: Tensor, y_ref: Tensor) -> Tensor:
-        edge_t, point_t = self._strengths(y_test)
-        edge_r, point_r = self._strengths(y_ref)
-        diff = torch.maximum((edge_t - edge_r).abs(), (point_t - point_r).abs())
-        return ((diff / math.sqrt(2.0)).square() + _FLOOR**2) ** (_QF / 2.0)
