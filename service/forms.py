@@ -167,7 +167,18 @@ def callback_url(form: FormData, allowed_hosts: str) -> str | None:
 
 
 FILE_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}
-"""The OpenAPI schema of a multipart file part."""
+"""The OpenAPI schema of a multipart file part (copy it: a shared dict is a YAML alias)."""
+
+
+def multipart_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """A required ``multipart/form-data`` OpenAPI ``requestBody`` (for ``openapi_extra``)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
 
 
 def option_properties(model: type[BaseModel]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import threading
 import time
 import zipfile
@@ -25,7 +24,6 @@ from service.app import create_app
 from tests.service_fixtures import (
     A,
     B,
-    RedisServer,
     fake_handlers,
     fake_verify,
     free_port,
@@ -189,23 +187,6 @@ def _hooked(job_id: str, tenant: str, finished_at: float) -> JobRecord:
     job.items = [ItemRecord(index=0, filename="a.png", status="protected")]
     job.status, job.finished_at = "succeeded", finished_at
     return job
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def jobstore(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    if request.param == "sqlite":
-        yield SQLiteJobStore(tmp_path / "jobs.sqlite3")
-        return
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
-    from facecloak.contract.store_redis import RedisJobStore
-
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield RedisJobStore(server.url)
-    finally:
-        server.stop()
 
 
 def test_the_outbox_gives_each_tenant_its_turn(jobstore: JobStore) -> None:

@@ -3,7 +3,6 @@ verify on its own pool (each test failed on the code before)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -19,14 +18,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from facecloak.contract.records import ItemRecord, JobRecord
-from facecloak.contract.store import JobStore, QuotaExceeded, SQLiteJobStore
+from facecloak.contract.store import JobStore, QuotaExceeded
 from service.app import create_app
 from service.server import uvicorn_options
 from tests.service_fixtures import (
     METRICS,
     A,
     B,
-    RedisServer,
     err,
     fake_verify,
     free_port,
@@ -178,23 +176,6 @@ def submit_id(c: Any, headers: dict[str, str]) -> str:
 def _job(job_id: str, tenant: str = "t", photos: int = 1) -> JobRecord:
     items = [ItemRecord(index=i, filename=f"{i}.png") for i in range(photos)]
     return JobRecord(id=job_id, tenant=tenant, items=items)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def jobstore(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    if request.param == "sqlite":
-        yield SQLiteJobStore(tmp_path / "jobs.sqlite3")
-        return
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
-    from facecloak.contract.store_redis import RedisJobStore
-
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield RedisJobStore(server.url)
-    finally:
-        server.stop()
 
 
 def test_the_quota_holds_under_concurrent_submits(jobstore: JobStore) -> None:

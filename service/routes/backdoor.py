@@ -7,62 +7,28 @@ webhooks are those of every job (``/v1/jobs/...``).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from facecloak.contract.backdoor import BackdoorScanOptions, make_bundle
 from facecloak.contract.kinds import BACKDOOR_SCAN
-from service.deps import SUBMIT_ERRORS, St, Tenant
 from service.errors import ApiError
-from service.forms import (
-    FILE_SCHEMA,
-    callback_url,
-    option_properties,
-    parse_options,
-    read_form,
-    read_one_file,
-)
-from service.routes.jobs import accepted, check_idempotency_key
-from service.schemas import Job
+from service.submission import File, FilePart, SubmitForm, Submitter, submit_route
 from service.uploads import Photo, is_archive, is_zip
 
 router = APIRouter()
-_FIELDS = ("model", "reference", "samples", "callback_url")
+
+FORM = SubmitForm(
+    BackdoorScanOptions,
+    (
+        FilePart("model", "The classifier to scan (ONNX)."),
+        FilePart("reference", "A clean model of the same task.", required=False),
+        FilePart("samples", "Unlabelled images: npz or zip.", required=False),
+    ),
+)
 
 
-
-SCAN_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {
-                        "model": {**FILE_SCHEMA, "description": "The classifier to scan (ONNX)."},
-                        "reference": {
-                            **FILE_SCHEMA,
-                            "description": "A clean model of the same task.",
-                        },
-                        "samples": {**FILE_SCHEMA, "description": "Unlabelled images: npz or zip."},
-                        "options": {"type": "string", "description": "Options as JSON."},
-                        "callback_url": {"type": "string", "format": "uri"},
-                        **option_properties(BackdoorScanOptions),
-                    },
-                }
-            }
-        },
-    }
-}
-
-
-def _check_files(
-    model: tuple[str, bytes], reference: tuple[str, bytes] | None, samples: tuple[str, bytes] | None
-) -> None:
+def _check_files(model: File, reference: File | None, samples: File | None) -> None:
     for name, part in (("model", model), ("reference", reference)):
         if part is not None and is_archive(part[1]):
             raise ApiError(
@@ -72,40 +38,15 @@ def _check_files(
         raise ApiError(415, "unsupported_format", "'samples' must be an npz or a zip of images")
 
 
-@router.post(
-    "/v1/backdoor-scans",
-    status_code=202,
-    response_model=Job,
-    responses=SUBMIT_ERRORS,
-    openapi_extra=SCAN_BODY,
-    summary="Scan an ONNX image classifier for backdoors",
+@submit_route(
+    router, "/v1/backdoor-scans", FORM.body(), "Scan an ONNX image classifier for backdoors"
 )
-async def backdoor_scan(
-    request: Request,
-    st: St,
-    who: Tenant,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", description="Makes retries safe")
-    ] = None,
-) -> JSONResponse:
+async def backdoor_scan(by: Submitter) -> JSONResponse:
     """Accept a model (+ reference, samples) and answer 202 with the job."""
-    st.limiter.check(who)
-    check_idempotency_key(idempotency_key)
-    form = await read_form(request, st.settings, 4)
-    limit = st.settings.max_upload_bytes
-    try:
-        options = parse_options(form, BackdoorScanOptions, _FIELDS)
-        callback = await run_in_threadpool(callback_url, form, st.settings.webhook_allowed_hosts)
-        model = await read_one_file(form, "model", limit, required=True)
-        reference = await read_one_file(form, "reference", limit, required=False)
-        samples = await read_one_file(form, "samples", limit, required=False)
-    finally:
-        await form.close()
-    assert model is not None
+    sub = await FORM.read(by)
+    model, reference = sub.file("model"), sub.optional_file("reference")
+    samples = sub.optional_file("samples")
     _check_files(model, reference, samples)
     bundle = make_bundle(model[1], reference[1] if reference else None, samples)
     item = Photo("scan.zip", bundle, "application/zip")
-    job, created = await run_in_threadpool(
-        st.jobs.submit, who, BACKDOOR_SCAN.name, [item], options, callback, idempotency_key
-    )
-    return accepted(job, created)
+    return await sub.submit(BACKDOOR_SCAN.name, [item])

@@ -4,123 +4,44 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from facecloak.contract.kinds import PROTECT
 from facecloak.contract.options import ProtectOptions
-from facecloak.contract.records import JobRecord
-from service.deps import ERRORS, SUBMIT_ERRORS, St, Tenant
-from service.errors import ApiError
-from service.forms import (
-    IDEMPOTENCY_KEY_RE,
-    callback_url,
-    check_models,
-    option_properties,
-    parse_options,
-    read_files,
-    read_form,
-)
+from service.deps import ERRORS, St, State, Tenant
+from service.forms import check_models
 from service.schemas import ErrorResponse, Job, JobList, job_view
+from service.submission import FilePart, SubmitForm, Submitter, job_response, submit_route
 from service.uploads import collect
-
-RETRY_AFTER_S = 2
-_PROTECT_FIELDS = ("files", "callback_url")
 
 router = APIRouter()
 
 
-PROTECT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["files"],
-                    "properties": {
-                        "files": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "One or more photos, or one zip of photos.",
-                        },
-                        "options": {
-                            "type": "string",
-                            "description": "Protect options as a JSON object (fields below).",
-                        },
-                        "callback_url": {"type": "string", "format": "uri"},
-                        **option_properties(ProtectOptions),
-                    },
-                }
-            }
-        },
-    }
-}
+def _check_models(options: ProtectOptions, st: State) -> None:
+    known = st.known_models() if st.known_models else None
+    check_models([*options.surrogates, *options.eval_models], known)
 
 
-def job_response(job: Job, status: int, extra: dict[str, str] | None = None) -> JSONResponse:
-    """The job JSON, with ``Retry-After`` while it is unfinished."""
-    headers = dict(extra or {})
-    if job.status in ("queued", "running"):
-        headers["Retry-After"] = str(RETRY_AFTER_S)
-    return JSONResponse(job.model_dump(mode="json"), status_code=status, headers=headers)
-
-
-def accepted(job: JobRecord, created: bool) -> JSONResponse:
-    """202 with the new (or idempotently replayed) job and its ``Location``."""
-    headers = {"Location": f"/v1/jobs/{job.id}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return job_response(job_view(job), 202, headers)
-
-
-def check_idempotency_key(key: str | None) -> None:
-    if key is not None and not IDEMPOTENCY_KEY_RE.match(key):
-        raise ApiError(
-            422,
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1-200 printable ASCII characters",
-        )
-
-
-@router.post(
-    "/v1/protect",
-    status_code=202,
-    response_model=Job,
-    responses=SUBMIT_ERRORS,
-    openapi_extra=PROTECT_BODY,
-    summary="Submit photos (or one zip) to protect",
+FORM = SubmitForm(
+    ProtectOptions,
+    (FilePart("files", "One or more photos, or one zip of photos.", many=True),),
+    options_doc="Protect options as a JSON object (fields below).",
+    check=_check_models,
 )
-async def protect(
-    request: Request,
-    st: St,
-    who: Tenant,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", description="Makes retries safe")
-    ] = None,
-) -> JSONResponse:
+
+
+@submit_route(router, "/v1/protect", FORM.body(), "Submit photos (or one zip) to protect")
+async def protect(by: Submitter) -> JSONResponse:
     """Accept photos and answer 202 with the job; poll ``Location`` or wait for the webhook.
 
     Send ``Idempotency-Key`` to make retries safe: the same key with the same body returns
     the same job, with a different body 422.
     """
-    st.limiter.check(who)
-    check_idempotency_key(idempotency_key)
-    form = await read_form(request, st.settings, st.settings.max_batch_photos + 1)
-    try:
-        options = parse_options(form, ProtectOptions, _PROTECT_FIELDS)
-        known = st.known_models() if st.known_models else None
-        check_models([*options.surrogates, *options.eval_models], known)
-        callback = await run_in_threadpool(callback_url, form, st.settings.webhook_allowed_hosts)
-        files = await read_files(form, "files", st.settings.max_upload_bytes)
-    finally:
-        await form.close()
-    photos = await run_in_threadpool(collect, files, st.settings)
-    job, created = await run_in_threadpool(
-        st.jobs.submit, who, PROTECT.name, photos, options, callback, idempotency_key
-    )
-    return accepted(job, created)
+    sub = await FORM.read(by)
+    photos = await run_in_threadpool(collect, sub.files["files"], by.st.settings)
+    return await sub.submit(PROTECT.name, photos)
 
 
 @router.get("/v1/jobs", response_model=JobList, responses=ERRORS, summary="List your jobs")

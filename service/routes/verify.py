@@ -12,31 +12,21 @@ from starlette.datastructures import FormData, UploadFile
 from facecloak.contract.reports import Verification
 from service.deps import SUBMIT_ERRORS, St, State, Tenant
 from service.errors import ApiError
-from service.forms import check_models, read_form, read_upload
+from service.forms import FILE_SCHEMA, check_models, multipart_body, read_form, read_upload
 from service.schemas import ErrorResponse
 from service.uploads import check_photo
 from service.verify_pool import VerifySlot
 
 PHOTOS = ("original", "protected")
 
-VERIFY_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": list(PHOTOS),
-                    "properties": {
-                        "original": {"type": "string", "format": "binary"},
-                        "protected": {"type": "string", "format": "binary"},
-                        "models": {"type": "string", "description": "Comma-separated models."},
-                    },
-                }
-            }
-        },
-    }
-}
+VERIFY_BODY = multipart_body(
+    list(PHOTOS),
+    {
+        "original": dict(FILE_SCHEMA),
+        "protected": dict(FILE_SCHEMA),
+        "models": {"type": "string", "description": "Comma-separated models."},
+    },
+)
 
 router = APIRouter()
 
