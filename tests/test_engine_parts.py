@@ -1,5 +1,6 @@
-"""The engine's composable parts: context, RandomApply/Compose/EOT, filters, objectives,
-budgets, Adam, the universal trigger, and the attack spec (tiny synthetic models, CPU).
+"""The engine's composable parts: context, RandomApply/Compose/EOT, objectives, budgets,
+Adam, the universal trigger, and the attack spec (tiny synthetic models, CPU). The filters
+are tested in ``tests/test_engine_filters.py``.
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ from workers.engine import (
     Ensemble,
     EotStep,
     Expectation,
-    GaussianBlur,
     Identity,
     IterativeAttack,
     L1Penalty,
     L2Budget,
     L2Penalty,
-    MedianSmooth,
     ModelObjective,
     ObjectiveValue,
-    Quantise8bit,
     RandomApply,
     SignUpdate,
     Sum,
@@ -95,23 +93,6 @@ def test_compose_and_eot_keep_the_first_copy_clean() -> None:
     assert eot.context(ctx).index.tolist() == [0, 0, 0, 1, 1, 1]
     every = EOT(AddRow(), samples=2, keep_first_clean=False)
     assert every(x, ctx, gen()).flatten().tolist() == [1.0, 1.0, 10.0, 10.0]
-
-
-def test_quantise_blur_median() -> None:
-    x = batch().requires_grad_(True)
-    ctx = TransformContext.of_batch(4)
-    q = Quantise8bit()(x, ctx, gen())
-    assert torch.equal(q * 255, torch.round(x * 255).detach())
-    q.sum().backward()
-    assert x.grad is not None and torch.equal(x.grad, torch.ones_like(x))
-    img = torch.zeros(1, 1, 9, 9)
-    img[0, 0, 4, 4] = 1.0
-    blurred = GaussianBlur(1.0)(img, TransformContext.of_batch(1), gen())
-    assert torch.isclose(blurred.sum(), torch.tensor(1.0), atol=1e-5)
-    assert blurred[0, 0, 4, 4] < 0.2 and blurred[0, 0, 4, 5] > 0.05
-    assert MedianSmooth(3)(img, TransformContext.of_batch(1), gen()).abs().sum() == 0  # speck gone
-    flat = torch.full((1, 3, 6, 6), 0.3)
-    assert torch.allclose(MedianSmooth(3)(flat, TransformContext.of_batch(1), gen()), flat)
 
 
 def test_make_eot_from_spec_steps() -> None:

@@ -11,7 +11,6 @@ trigger is the class that flips most easily.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +23,7 @@ from workers.engine import (
     TransformContext,
     build_attack,
 )
-
-Model = Callable[[Tensor], Tensor]
+from workers.engine.objectives import Model
 
 
 @dataclass(frozen=True)

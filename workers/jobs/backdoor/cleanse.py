@@ -10,7 +10,6 @@ source-specific triggers, which only need a tiny mask for their one pair.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +24,7 @@ from workers.engine import (
     Persistent,
     TransformContext,
 )
-
-Model = Callable[[Tensor], Tensor]
+from workers.engine.objectives import Model
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@
 * budget: L-inf ``eps`` plus an SSIM floor against the base image (:class:`SsimFloor`),
   momentum sign steps, 8-bit rounding in the loop (what the PNG stores).
 
-Speed without changing what is computed: median and blur in the EOT are the shifted-slice
-versions (:mod:`workers.engine.fast_filters`, the same outputs, 3x faster on CPU), the
+Speed without changing what is computed: the engine's median and blur are built from
+shifted slices (:mod:`workers.engine.filters`, 3x faster on CPU than convolutions), the
 models are attacked as frozen copies with batch norms folded into their convolutions and
 channels-last weights (:func:`~workers.engine.fold.attack_copy`, made once by the maker),
 and CAPTCHAs are attacked in batches.
@@ -40,9 +40,7 @@ from workers.engine import (
     build_attack,
     make_eot,
 )
-from workers.engine.fast_filters import FastGaussianBlur, FastMedianSmooth
 from workers.engine.routing import RoutedEnsemble
-from workers.engine.spec import TransformFactory
 from workers.jobs.captcha.data import ctc_targets
 
 ATTACKER_PREPROCESSING: tuple[EotStep, ...] = (
@@ -73,9 +71,6 @@ to OCR models the attack never saw)."""
 
 ENSEMBLE = ("cnn", "crnn", "crnn_adv")
 """Models the attack pulls; ``lstm`` is held out for evaluation."""
-
-FAST_FILTERS: dict[str, TransformFactory] = {"blur": FastGaussianBlur, "median": FastMedianSmooth}
-"""The EOT's ``blur`` and ``median``: same outputs as the engine's defaults, 3x faster."""
 
 
 def describe(spec: AttackSpec = ROBUST_SPEC, routed: bool = False) -> str:
@@ -112,7 +107,7 @@ def multi_target_objective(
     members = [(ModelObjective(m, [(CTC("decoy", "decoy_lengths", targeted=True), 1.0)]), 1.0)
                for m in models]  # fmt: skip
     ensemble = RoutedEnsemble(members) if routed else Ensemble(members)
-    return Expectation(ensemble, make_eot(spec, FAST_FILTERS))
+    return Expectation(ensemble, make_eot(spec))
 
 
 def make_robust(
