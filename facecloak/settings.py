@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=60.0, description="A running photo whose worker stops heartbeating is retried."
     )
+    progress_timeout_seconds: float = Field(
+        default=900.0,
+        description="A running photo whose handler reports no progress for this long fails "
+        "with no_progress and its lease is no longer extended (0: only the time limit).",
+    )
     max_attempts: int = Field(default=2, description="Runs per photo before it is failed.")
     reaper_interval_seconds: float = Field(default=5.0, description="Lease/expiry sweep period.")
     verify_timeout_seconds: float = 300.0

@@ -17,6 +17,11 @@ Safety against duplicate runs and dead workers:
 - A heartbeat thread extends the lease. :func:`~facecloak.contract.sweeps.reap` (run
   periodically by the gateway) puts items whose lease ran out back in the queue, or fails
   them once ``max_attempts`` is spent.
+- The heartbeat extends the lease only while the run makes progress: past
+  ``task_time_limit_seconds``, or ``progress_timeout_seconds`` without a ``progress`` call,
+  it fails the item itself (``time_limit`` / ``no_progress``) and stops. On a pool thread
+  the handler runs on a thread of its own, which is abandoned then, so a hung handler
+  cannot take a thread of the embedded pool with it (see :mod:`.liveness`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from facecloak.contract.context import Context
 from facecloak.contract.kinds import Handlers, ProgressFn, Verifier, get_kind
+from facecloak.contract.liveness import GaveUp, Heartbeat, Watch, run_guarded
 from facecloak.contract.options import ItemOutcome, JobError
 from facecloak.contract.records import ItemRecord, JobRecord, now, progress_unit
 from facecloak.contract.storage import BlobNotFound
@@ -115,62 +121,19 @@ def _claim(ctx: Context, job_id: str, index: int, token: str) -> tuple[JobRecord
     return job, state["claimed"]
 
 
-class _Heartbeat(threading.Thread):
-    """Extends the item's lease while the photo is processed, up to a wall-clock deadline.
-
-    Past ``task_time_limit_seconds`` it fails the item with ``time_limit`` itself (a handler
-    that never returns cannot hold a job forever; its late result is discarded).
-    """
-
-    def __init__(
-        self, ctx: Context, job_id: str, item: ItemRecord, token: str, on_finished: Finished
-    ) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{job_id}-{item.index}")
-        self.ctx, self.job_id, self.item, self.token = ctx, job_id, item, token
-        self.on_finished = on_finished
-        self.started = time.monotonic()
-        self.deadline = self.started + ctx.settings.task_time_limit_seconds
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        period = max(0.2, self.ctx.settings.lease_seconds / 3)
-        while not self.stopped.wait(min(period, max(0.05, self.deadline - time.monotonic()))):
-            if time.monotonic() >= self.deadline:
-                self._expire()
-                return
-            try:
-                until = self.ctx.store.now() + self.ctx.settings.lease_seconds
-                self.ctx.store.update(self.job_id, partial(self._extend, until=until))
-            except Exception:  # a store hiccup must not kill the run; the lease tolerates it
-                log.warning("heartbeat failed: %s/%s", self.job_id, self.item.index, exc_info=True)
-
-    def _extend(self, job: JobRecord, until: float) -> None:
-        item = job.items[self.item.index]
-        if item.worker == self.token and not item.done:
-            item.lease_until = until
-
-    def _expire(self) -> None:
-        limit = self.ctx.settings.task_time_limit_seconds
-        log.error("job %s photo %s: past the %ss limit", self.job_id, self.item.index, limit)
-        outcome = _failed(self.item.filename, "time_limit", f"processing took over {limit}s")
-        seconds = time.monotonic() - self.started
-        try:
-            _commit(
-                self.ctx, self.job_id, self.item, self.token, outcome, seconds, self.on_finished
-            )
-        except Exception:  # the lease runs out instead; the sweep recovers
-            log.warning("time limit commit failed for %s", self.job_id, exc_info=True)
-
-
-def _progress(ctx: Context, job: JobRecord, index: int, token: str, deadline: float) -> ProgressFn:
+def _progress(ctx: Context, job: JobRecord, index: int, token: str, watch: Watch) -> ProgressFn:
     """The handler's ``progress(done, total)``: recorded on the item in the kind's unit.
 
+    Each call keeps the lease alive (``watch.beat``); a run given up stops at its next call.
     For kinds that count attack steps, a total past ``max_steps_per_photo`` stops the item.
     """
     job_id = job.id
     limit = ctx.settings.max_steps_per_photo if progress_unit(job.kind) == "steps" else 0
 
     def report(done: int, total: int) -> None:
+        if watch.verdict is not None:
+            raise GaveUp(watch.verdict.code, watch.verdict.message)
+        watch.beat()
         if limit and total > limit:
             raise StepLimitExceeded(total, limit)
 
@@ -183,7 +146,7 @@ def _progress(ctx: Context, job: JobRecord, index: int, token: str, deadline: fl
         job = ctx.store.update(job_id, fn)
         if job is None or job.status == "canceled":
             raise JobCanceled(job_id)
-        if time.monotonic() > deadline:
+        if time.monotonic() > watch.deadline:
             raise TimeLimitExceeded(job_id)
 
     return report
@@ -219,6 +182,8 @@ def _handle(
         return ItemOutcome(filename=item.filename, status="failed")
     except TimeLimitExceeded:
         return _failed(item.filename, "time_limit", "processing took too long")
+    except GaveUp as exc:
+        return _failed(item.filename, exc.code, exc.message)
     except StepLimitExceeded as exc:
         message = (
             f"this photo needs {exc.total} attack steps over all its faces, more than the "
@@ -230,9 +195,21 @@ def _handle(
 
 
 def run_item(
-    ctx: Context, handlers: Handlers, job_id: str, index: int, on_finished: Finished
+    ctx: Context,
+    handlers: Handlers,
+    job_id: str,
+    index: int,
+    on_finished: Finished,
+    isolate: bool | None = None,
 ) -> None:
-    """Process item ``index`` of job ``job_id`` (a no-op if it is done or held elsewhere)."""
+    """Process item ``index`` of job ``job_id`` (a no-op if it is done or held elsewhere).
+
+    ``isolate``: run the handler on a thread of its own and return as soon as the run is
+    given up, abandoning that thread (a Python thread cannot be killed). The default does so
+    on any thread but the main one: a pool thread (the embedded executor) must get back to
+    its queue, while on the main thread (a Celery prefork or solo worker) Celery's soft time
+    limit is raised in the handler and its hard limit ends the process.
+    """
     token = uuid.uuid4().hex
     job, claimed = _claim(ctx, job_id, index, token)
     if job is None:
@@ -243,20 +220,69 @@ def run_item(
             drop_results(ctx, job_id, job.items[index])
         return
     item = job.items[index]
-    start = time.monotonic()
-    heartbeat = _Heartbeat(ctx, job_id, item, token, on_finished)
+    cfg = ctx.settings
+    watch = Watch(cfg.task_time_limit_seconds, cfg.progress_timeout_seconds)
+    heartbeat = Heartbeat(
+        watch,
+        max(0.2, cfg.lease_seconds / 3),
+        renew=partial(_renew, ctx, job_id, index, token),
+        give_up=partial(_give_up, ctx, job_id, item, token, watch, on_finished),
+        name=f"heartbeat-{job_id}-{index}",
+    )
     heartbeat.start()
+    work = partial(_work, ctx, handlers, job, item, token, watch)
+    if isolate is None:
+        isolate = threading.current_thread() is not threading.main_thread()
     try:
-        try:
-            data = ctx.storage.get(item.original_key or original_key(job_id, index))
-        except BlobNotFound:
-            outcome = _failed(item.filename, "original_missing", "the uploaded photo is gone")
+        if isolate:
+            outcome = run_guarded(work, watch, f"facecloak-item-{job_id}-{index}")
         else:
-            progress = _progress(ctx, job, index, token, heartbeat.deadline)
-            outcome = _handle(handlers, job, item, data, progress)
+            outcome = work()
     finally:
         heartbeat.stopped.set()
-    _commit(ctx, job_id, item, token, outcome, time.monotonic() - start, on_finished)
+    if outcome is None:
+        return  # given up: the heartbeat failed the item
+    _commit(ctx, job_id, item, token, outcome, time.monotonic() - watch.started, on_finished)
+
+
+def _work(
+    ctx: Context, handlers: Handlers, job: JobRecord, item: ItemRecord, token: str, watch: Watch
+) -> ItemOutcome:
+    try:
+        data = ctx.storage.get(item.original_key or original_key(job.id, item.index))
+    except BlobNotFound:
+        return _failed(item.filename, "original_missing", "the uploaded photo is gone")
+    progress = _progress(ctx, job, item.index, token, watch)
+    return _handle(handlers, job, item, data, progress)
+
+
+def _renew(ctx: Context, job_id: str, index: int, token: str) -> None:
+    """Extend the lease of a run that still owns its item (the heartbeat's tick)."""
+    until = ctx.store.now() + ctx.settings.lease_seconds
+
+    def fn(job: JobRecord) -> None:
+        item = job.items[index]
+        if item.worker == token and not item.done:
+            item.lease_until = until
+
+    ctx.store.update(job_id, fn)
+
+
+def _give_up(
+    ctx: Context,
+    job_id: str,
+    claimed: ItemRecord,
+    token: str,
+    watch: Watch,
+    on_finished: Finished,
+    verdict: GaveUp,
+) -> None:
+    """Fail the item of a run past its deadline or silent too long (its result comes late
+    or never and is discarded)."""
+    log.error("job %s photo %s: %s", job_id, claimed.index, verdict.message)
+    outcome = _failed(claimed.filename, verdict.code, verdict.message)
+    seconds = time.monotonic() - watch.started
+    _commit(ctx, job_id, claimed, token, outcome, seconds, on_finished)
 
 
 def _commit(
