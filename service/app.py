@@ -18,10 +18,10 @@ from fastapi import FastAPI, Request
 from facecloak.contract.captcha_pool import CaptchaPool, RedisCaptchaPool
 from facecloak.contract.context import Context
 from facecloak.contract.kinds import Handlers, Probe, Verifier
-from facecloak.contract.webhooks import has_secrets
+from facecloak.contract.webhooks import has_secrets, shared_secret_tenants
 from facecloak.settings import Settings
 from service import errors
-from service.auth import KeyRing
+from service.auth import KeyRing, parse_keys
 from service.deps import KnownModels, State
 from service.dispatch import Dispatcher, make_dispatcher
 from service.jobs import JobService
@@ -137,13 +137,26 @@ def _redis_captchas(settings: Settings) -> CaptchaPool | None:
 
 
 def _check_webhook_secrets(settings: Settings, mode: str) -> None:
-    """Distributed mode refuses to start without a webhook secret; embedded mode warns (and
-    refuses ``callback_url`` for tenants without one)."""
-    if has_secrets(settings):
+    """Distributed mode refuses to start without a webhook secret, or when the shared
+    ``webhook_secret`` would sign the webhooks of several tenants (each could then forge the
+    others'); embedded mode warns (and refuses ``callback_url`` for tenants without one)."""
+    if not has_secrets(settings):
+        if mode == "distributed":
+            raise RuntimeError(
+                "set FACECLOAK_WEBHOOK_SECRETS ('tenant:secret,...') or FACECLOAK_WEBHOOK_SECRET: "
+                "a distributed gateway does not start without webhook signing keys"
+            )
+        log.warning("no webhook secret configured: submits with a callback_url are refused")
         return
+    shared = shared_secret_tenants(settings, parse_keys(settings.api_keys).values())
+    if len(shared) < 2:
+        return
+    problem = (
+        f"FACECLOAK_WEBHOOK_SECRET (webhook_secret) is the one webhook signing key of "
+        f"{len(shared)} tenants without their own ({', '.join(shared)}), so each can forge the "
+        "others' webhooks: give every tenant its own key in FACECLOAK_WEBHOOK_SECRETS "
+        "('tenant:secret,...')"
+    )
     if mode == "distributed":
-        raise RuntimeError(
-            "set FACECLOAK_WEBHOOK_SECRETS ('tenant:secret,...') or FACECLOAK_WEBHOOK_SECRET: "
-            "a distributed gateway does not start without webhook signing keys"
-        )
-    log.warning("no webhook secret configured: submits with a callback_url are refused")
+        raise RuntimeError(f"{problem}; a distributed gateway does not start like this")
+    log.warning(problem)

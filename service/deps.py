@@ -57,7 +57,9 @@ _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 def tenant(request: Request, key: Annotated[str | None, Depends(_api_key)] = None) -> str:
     """The caller's tenant from ``X-API-Key`` (401 otherwise; 429 once a client address sent
-    ``auth_failures_per_minute`` wrong keys)."""
+    ``auth_failures_per_minute`` wrong keys). Only wrong keys are limited: a correct key from
+    a limited address is served, so guessing is slowed without locking out the tenants that
+    share an address (a NAT, a proxy)."""
     st = state(request)
     try:
         return st.keys.tenant(key)

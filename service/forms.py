@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -27,13 +27,39 @@ IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 Options = TypeVar("Options", bound=BaseModel)
 
 
-class _LimitedParser(MultiPartParser):
-    """Starlette's multipart parser with a per-file byte limit checked as data arrives."""
+TooMany = Callable[[int], ApiError]
+"""The route's own answer to a body with more than ``max_files`` file parts (given the limit)."""
 
-    def __init__(self, request: Request, max_files: int, max_file_bytes: int) -> None:
-        super().__init__(request.headers, request.stream(), max_files=max_files, max_fields=100)
+
+def too_many_files(names: Collection[str]) -> TooMany:
+    """422 ``too_many_files``: the answer of a route that takes one file per part."""
+
+    def error(limit: int) -> ApiError:
+        parts = ", ".join(repr(n) for n in names)
+        return ApiError(
+            422, "too_many_files", f"send at most {limit} files (one per part: {parts})"
+        )
+
+    return error
+
+
+class _LimitedParser(MultiPartParser):
+    """Starlette's multipart parser with a per-file byte limit checked as data arrives and a
+    file count that answers with the route's own error (not the parser's 400) past its limit,
+    at the first file too many (the rest of the body is not read)."""
+
+    def __init__(
+        self, request: Request, max_files: int, max_file_bytes: int, too_many: TooMany
+    ) -> None:
+        super().__init__(request.headers, request.stream(), max_files=float("inf"), max_fields=100)
+        self.file_limit, self.too_many = max_files, too_many
         self.max_file_bytes = max_file_bytes
         self._sizes: dict[int, int] = {}
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        if self._current_part.file is not None and self._current_files > self.file_limit:
+            raise self.too_many(self.file_limit)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._current_part
@@ -50,17 +76,19 @@ class _LimitedParser(MultiPartParser):
         super().on_part_data(data, start, end)
 
 
-async def read_form(request: Request, settings: Settings, max_files: int) -> FormData:
+async def read_form(
+    request: Request, settings: Settings, max_files: int, too_many: TooMany
+) -> FormData:
     """The multipart body: 413 past ``max_request_bytes`` (also checked while streaming, by
-    :class:`service.limits.BodyLimit`) or a file past ``max_upload_bytes``, 415 for another
-    content type, 400 when malformed."""
+    :class:`service.limits.BodyLimit`) or a file past ``max_upload_bytes``, ``too_many(limit)``
+    past ``max_files`` file parts, 415 for another content type, 400 when malformed."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_request_bytes:
         raise too_large(settings.max_request_bytes, length)
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
-    parser = _LimitedParser(request, max_files, settings.max_upload_bytes)
+    parser = _LimitedParser(request, max_files, settings.max_upload_bytes, too_many)
     try:
         return await parser.parse()
     except MultiPartException as exc:

@@ -26,6 +26,7 @@ from service.errors import ApiError
 from service.forms import (
     FILE_SCHEMA,
     IDEMPOTENCY_KEY_RE,
+    TooMany,
     callback_url,
     multipart_body,
     option_properties,
@@ -33,6 +34,7 @@ from service.forms import (
     read_files,
     read_form,
     read_one_file,
+    too_many_files,
 )
 from service.schemas import Job, job_view
 from service.uploads import Photo
@@ -171,6 +173,8 @@ class SubmitForm(Generic[Opts]):
     files: Sequence[FilePart]
     options_doc: str = "Options as JSON."
     check: Callable[[Opts, State], None] | None = None
+    too_many: TooMany | None = None
+    """The answer past :meth:`max_files` file parts; default 422 ``too_many_files``."""
 
     def body(self) -> dict[str, Any]:
         """The OpenAPI ``requestBody`` (for ``openapi_extra``)."""
@@ -185,18 +189,19 @@ class SubmitForm(Generic[Opts]):
         )
 
     def max_files(self, st: State) -> int:
-        """Files the parser takes: one per part, a batch for a ``many`` part, and one more,
-        so that one file too many gets the route's own 422 or 413, not the parser's 400."""
+        """Files the parser takes: one per part, a batch for a ``many`` part. Past it, at any
+        count, the answer is the route's own (``too_many``), never the parser's 400."""
         many = any(f.many for f in self.files)
         singles = sum(not f.many for f in self.files)
-        return singles + (st.settings.max_batch_photos if many else 0) + 1
+        return singles + (st.settings.max_batch_photos if many else 0)
 
     async def read(self, by: Sender) -> Submission[Opts]:
         """Rate limit, ``Idempotency-Key``, then the form: options, callback URL, files."""
         st = by.st
         st.limiter.check(by.who)
         check_idempotency_key(by.idempotency_key)
-        form = await read_form(by.request, st.settings, self.max_files(st))
+        too_many = self.too_many or too_many_files([f.name for f in self.files])
+        form = await read_form(by.request, st.settings, self.max_files(st), too_many)
         limit = st.settings.max_upload_bytes
         try:
             fields = (*(f.name for f in self.files), "callback_url")

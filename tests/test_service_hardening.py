@@ -379,7 +379,11 @@ def test_distributed_verify_timeout_is_504(tmp_path: Path) -> None:
         def forget(self) -> None:
             pass
 
-    s = settings(tmp_path, broker_url="redis://127.0.0.1:1/0")
+    s = settings(
+        tmp_path,
+        broker_url="redis://127.0.0.1:1/0",
+        webhook_secrets="tenant-a:s3cret-a,tenant-b:s3cret-b",  # no shared key in distributed mode
+    )
     ctx = Context(s, _ctx(tmp_path).storage, _ctx(tmp_path).store)
     dispatcher = CeleryDispatcher(ctx)
     dispatcher.app.send_task = lambda *a, **k: _Pending()  # type: ignore[method-assign]

@@ -63,7 +63,8 @@ class Stack:
             "FACECLOAK_REAPER_INTERVAL_SECONDS": "0.5",
             "FACECLOAK_MAX_ATTEMPTS": "3",
             "FACECLOAK_RATE_LIMIT_PER_MINUTE": "10000",
-            "FACECLOAK_WEBHOOK_SECRET": "s3cret",  # a distributed gateway needs one to start
+            # a distributed gateway needs keys to start, one per tenant (no shared key)
+            "FACECLOAK_WEBHOOK_SECRETS": "tenant-a:s3cret-a,tenant-b:s3cret-b",
         }
         if self.fake_delay is not None:
             extra["FC_FAKE_DELAY"] = str(self.fake_delay)

@@ -10,6 +10,9 @@ headers (https://www.standardwebhooks.com)::
 
 Each tenant's key comes from ``webhook_secrets`` (``tenant:secret,...``; a tenant listed
 twice is signed with both keys, space-separated, for rotation) or else ``webhook_secret``.
+``webhook_secret`` is one key: the tenants that fall back to it can forge each other's
+webhooks (:func:`shared_secret_tenants`; the gateway refuses to start in distributed mode
+when it serves more than one).
 A secret ``whsec_<base64>`` is the base64-decoded key, any other text its UTF-8 bytes. A
 job whose tenant has no secret gets no webhook: nothing is ever sent unsigned.
 
@@ -37,7 +40,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -143,16 +146,31 @@ def resolve_callback(url: str, allowed_hosts: str) -> Target:
     return Target(url, host, port, addresses)
 
 
-def tenant_secrets(settings: Settings, tenant: str) -> list[str]:
-    """The keys that sign ``tenant``'s webhooks (empty: its webhooks are not sent)."""
-    own = []
+def _own_secrets(settings: Settings) -> dict[str, list[str]]:
+    """``webhook_secrets`` as tenant -> its keys (in the order given)."""
+    own: dict[str, list[str]] = {}
     for entry in settings.webhook_secrets.split(","):
         name, sep, secret = entry.strip().rpartition(":")
-        if sep and name.strip() == tenant and secret.strip():
-            own.append(secret.strip())
+        if sep and name.strip() and secret.strip():
+            own.setdefault(name.strip(), []).append(secret.strip())
+    return own
+
+
+def tenant_secrets(settings: Settings, tenant: str) -> list[str]:
+    """The keys that sign ``tenant``'s webhooks (empty: its webhooks are not sent)."""
+    own = _own_secrets(settings).get(tenant)
     if own:
         return own
     return [settings.webhook_secret] if settings.webhook_secret else []
+
+
+def shared_secret_tenants(settings: Settings, tenants: Iterable[str]) -> list[str]:
+    """The ``tenants`` without a key of their own, whose webhooks the one ``webhook_secret``
+    signs (sorted; empty without it). Two or more can forge each other's webhooks."""
+    if not settings.webhook_secret:
+        return []
+    own = _own_secrets(settings)
+    return sorted({t for t in tenants if t not in own})
 
 
 def has_secrets(settings: Settings) -> bool:

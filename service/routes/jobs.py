@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from facecloak.contract.kinds import PROTECT
 from facecloak.contract.options import ProtectOptions
 from service.deps import ERRORS, St, State, Tenant
+from service.errors import ApiError
 from service.forms import check_models
 from service.schemas import ErrorResponse, Job, JobList, job_view
 from service.submission import FilePart, SubmitForm, Submitter, job_response, submit_route
@@ -24,11 +25,16 @@ def _check_models(options: ProtectOptions, st: State) -> None:
     check_models([*options.surrogates, *options.eval_models], known)
 
 
+def _too_many_photos(limit: int) -> ApiError:
+    return ApiError(413, "too_many_photos", f"more than {limit} photos in one job")
+
+
 FORM = SubmitForm(
     ProtectOptions,
     (FilePart("files", "One or more photos, or one zip of photos.", many=True),),
     options_doc="Protect options as a JSON object (fields below).",
     check=_check_models,
+    too_many=_too_many_photos,
 )
 
 

@@ -12,7 +12,14 @@ from starlette.datastructures import FormData, UploadFile
 from facecloak.contract.reports import Verification
 from service.deps import SUBMIT_ERRORS, St, State, Tenant
 from service.errors import ApiError
-from service.forms import FILE_SCHEMA, check_models, multipart_body, read_form, read_upload
+from service.forms import (
+    FILE_SCHEMA,
+    check_models,
+    multipart_body,
+    read_form,
+    read_upload,
+    too_many_files,
+)
 from service.schemas import ErrorResponse
 from service.uploads import check_photo
 from service.verify_pool import VerifySlot
@@ -118,7 +125,7 @@ async def verify(request: Request, st: St, who: Tenant) -> Verification:
 
 
 async def _verify(request: Request, st: State, slot: VerifySlot) -> Verification:
-    form = await read_form(request, st.settings, len(PHOTOS))
+    form = await read_form(request, st.settings, len(PHOTOS), too_many_files(PHOTOS))
     try:
         blobs = await _photos(form, st.settings.max_upload_bytes)
     finally:

@@ -17,10 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from workers.jobs import decode_budget
+from workers.jobs.decode_budget import DecodeBudget
+
 MAX_ENTRY_BYTES = 16 * 1024 * 1024
 MAX_PIXELS = 1024 * 1024
-MAX_DECODED_BYTES = 512 * 1024 * 1024
-"""The most a data set may take once decoded (zip: pixels read so far; npz: its arrays)."""
+MAX_DECODED_BYTES = decode_budget.MAX_DECODED_BYTES
+"""The most a data set may take once decoded (zip: declared sizes of the images read so far,
+checked before each is decoded; npz: its arrays)."""
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -66,13 +70,14 @@ def _class_index(folder: str, names: list[str]) -> int:
     )
 
 
-def _decode(data: bytes, name: str, channels: int) -> np.ndarray:
+def _decode(data: bytes, name: str, channels: int, budget: DecodeBudget) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise AugmentInputError("image_too_large", f"{name} has too many pixels")
+            budget.charge(name, img.width, img.height, channels)
             array = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     except AugmentInputError:
         raise
@@ -103,7 +108,7 @@ def read_zip(data: bytes, names: list[str], channels: int, limit: int) -> DataSe
         strip = len(tops) == 1 and all(p.count("/") >= 2 for _, p in files)
         images, labels, members = [], [], []
         folders: dict[int, str] = {}
-        decoded = 0
+        budget = DecodeBudget(MAX_DECODED_BYTES, lambda msg: AugmentInputError("too_large", msg))
         for info, path in files:
             parts = path.split("/")[1:] if strip else path.split("/")
             if len(parts) != 2 or not parts[1].lower().endswith(_IMAGE_SUFFIXES):
@@ -114,10 +119,7 @@ def read_zip(data: bytes, names: list[str], channels: int, limit: int) -> DataSe
                 raise AugmentInputError("image_too_large", f"{info.filename} is too large")
             label = _class_index(parts[0], names)
             folders[label] = parts[0]
-            images.append(_decode(archive.read(info), info.filename, channels))
-            decoded += images[-1].size * 4
-            if decoded > MAX_DECODED_BYTES:
-                raise AugmentInputError("too_large", "the decoded images pass the size limit")
+            images.append(_decode(archive.read(info), info.filename, channels, budget))
             labels.append(label)
             members.append(info.filename)
     for folder in dirs:

@@ -3,7 +3,9 @@
 Every problem is a :class:`ScanInputError` with a machine-readable ``code``: a bundle that
 is not a zip or lacks ``model.onnx``, models that cannot be used (the codes of
 :mod:`models.classifier`), a reference that does not match the model, sample files that
-cannot be read or do not match the model's input.
+cannot be read or do not match the model's input, samples that would take more than
+:data:`MAX_DECODED_BYTES` once decoded (``samples_too_large``, checked from each image's
+declared size before it is decoded).
 """
 
 from __future__ import annotations
@@ -11,16 +13,26 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facecloak.contract.backdoor import BUNDLE_MODEL, BUNDLE_REFERENCE, BUNDLE_SAMPLES, make_bundle
+from workers.jobs import decode_budget
+from workers.jobs.decode_budget import DecodeBudget
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["ScanInputError", "ScanInputs", "decode_samples", "make_bundle", "read_bundle"]
 
 MAX_SAMPLES = 1024
 MAX_ENTRY_BYTES = 256 * 1024 * 1024
 MAX_SAMPLE_BYTES = 64 * 1024 * 1024
+MAX_SAMPLE_PIXELS = 4096 * 4096
+MAX_DECODED_BYTES = decode_budget.MAX_DECODED_BYTES
+"""The most the samples may take once decoded (zip: the declared sizes of its images, as
+float32; npz: the declared sizes of its arrays)."""
 
 
 class ScanInputError(ValueError):
@@ -69,8 +81,15 @@ def read_bundle(data: bytes) -> ScanInputs:
     return ScanInputs(model, reference)
 
 
+def _budget() -> DecodeBudget:
+    return DecodeBudget(MAX_DECODED_BYTES, lambda msg: ScanInputError("samples_too_large", msg))
+
+
 def _from_npz(data: bytes) -> np.ndarray:
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as members:
+            declared = sum(i.file_size for i in members.infolist())
+        _budget().charge_bytes("the npz arrays", declared)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             keys = list(npz.keys())
             key = next(
@@ -85,20 +104,35 @@ def _from_npz(data: bytes) -> np.ndarray:
         raise ScanInputError("invalid_samples", f"cannot read the npz samples: {exc}") from exc
 
 
-def _from_zip(data: bytes, channels: int) -> np.ndarray:
+def _open_sample(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Image.Image:
+    """One sample image opened lazily (header read, pixels not decoded), at most 4096x4096."""
     from PIL import Image
 
+    if info.file_size > 16 * 1024 * 1024:
+        raise ScanInputError("invalid_samples", f"{info.filename} is too large")
+    img = Image.open(io.BytesIO(archive.read(info)))
+    img.draft(None, (4096, 4096))
+    if img.width * img.height > MAX_SAMPLE_PIXELS:
+        img.close()
+        raise ScanInputError("invalid_samples", f"{info.filename} is too large")
+    return img
+
+
+def _from_zip(data: bytes, channels: int) -> np.ndarray:
     images = []
+    budget = _budget()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = [i for i in archive.infolist() if not i.is_dir()][: MAX_SAMPLES + 1]
+            infos = [i for i in archive.infolist() if not i.is_dir()]
+            if len(infos) > MAX_SAMPLES:
+                raise ScanInputError(
+                    "invalid_samples", f"{len(infos)} sample files; give 1 to {MAX_SAMPLES}"
+                )
+            for info in infos:  # every declared size first: nothing is decoded past the cap
+                with _open_sample(archive, info) as img:
+                    budget.charge(info.filename, img.width, img.height, channels)
             for info in infos:
-                if info.file_size > 16 * 1024 * 1024:
-                    raise ScanInputError("invalid_samples", f"{info.filename} is too large")
-                with Image.open(io.BytesIO(archive.read(info))) as img:
-                    img.draft(None, (4096, 4096))
-                    if img.width * img.height > 4096 * 4096:
-                        raise ScanInputError("invalid_samples", f"{info.filename} is too large")
+                with _open_sample(archive, info) as img:
                     images.append(np.asarray(img.convert("L" if channels == 1 else "RGB")))
     except ScanInputError:
         raise
