@@ -1,7 +1,7 @@
 """Protection against visibility: held-out PSR over median face FLIP, per preset and eps.
 
     python scripts/tradeoff.py --faces ../shared/data/faces/test --out docs/tradeoff.png \\
-        [--limit N] [--eps 4,8,12] [--steps N] [--presets low,medium]
+        [--limit N] [--eps 4,8,12] [--steps N] [--presets low,medium] [--keep medium]
 
 Attacks with the default surrogates (w600k_mbf + sface) and holds FaceNet out. One point
 per preset (``facecloak.contract.options.PRESETS``) and per ``--eps`` value (default
@@ -130,6 +130,17 @@ def table(points: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", f"FLIP of real JPEG re-saves of the same faces: {refs}."])
 
 
+def _kept_points(path: Path, labels: list[str]) -> list[dict[str, Any]]:
+    """The points called ``labels`` from an earlier run's JSON (each must be there)."""
+    if not labels:
+        return []
+    earlier = {p["label"]: p for p in json.loads(path.read_text())}
+    missing = [k for k in labels if k not in earlier]
+    if missing:
+        raise SystemExit(f"--keep: no point {missing} in {path}")
+    return [earlier[k] for k in labels]
+
+
 def _fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
@@ -145,11 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="cap every point's attack steps")
     ap.add_argument("--conditions", default="saved,jpeg75,median3")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", default="",
+                    help="comma-separated labels whose points to keep from the existing JSON "
+                         "(measured earlier on the same faces) instead of re-running")  # fmt: skip
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    kept = _kept_points(out.with_suffix(".json"), [k for k in args.keep.split(",") if k])
     runtime = Runtime(Settings())
     torch.set_num_threads(args.threads)
-    points = measure(args, runtime)
-    out = Path(args.out)
+    points = measure(args, runtime) + kept
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(points, indent=2))
     chart(points, out, f"FaceCloak presets on {Path(args.faces).name}/")
