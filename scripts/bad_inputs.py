@@ -53,14 +53,20 @@ from facecloak.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 FACES = HERE.parents[1] / "shared" / "data" / "faces" / "dev"
-CHEAP = {  # options of the jobs this run lets through: the shortest attack
-    "strength": "low",
-    "steps": "1",
-    "verify": "false",
-    "eot_jpeg": "false",
-    "eot_rescale": "false",
-    "eot_makeup": "false",
-}
+
+
+def _load_test_module() -> Any:
+    """``scripts/load_test.py`` as a module: its loopback check and its cheap job options."""
+    spec = importlib.util.spec_from_file_location("load_test", HERE / "load_test.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LOAD_TEST = _load_test_module()
+CHEAP: dict[str, str] = dict(LOAD_TEST.OPTIONS)
+"""Options of the jobs this run lets through: the load test's shortest attack."""
 TERMINAL = ("succeeded", "failed", "canceled")
 ITEM_DONE = ("protected", "no_face", "failed", "canceled")
 BOUNDARY = "facecloak-bad-inputs"
@@ -76,11 +82,7 @@ def _default(name: str) -> int:
 
 def loopback(url: str) -> bool:
     """``scripts/load_test.py``'s check: ``url`` names a loopback address."""
-    spec = importlib.util.spec_from_file_location("load_test", HERE / "load_test.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return bool(module.loopback(url))
+    return bool(LOAD_TEST.loopback(url))
 
 
 # ---------------------------------------------------------------- generated inputs
