@@ -33,12 +33,7 @@ class DecodeBudget:
     def charge(self, name: str, width: int, height: int, channels: int) -> None:
         """Count one image of the declared size before it is decoded; refuse it past the limit."""
         need = max(width, 0) * max(height, 0) * max(channels, 1) * self._bytes_per_value
-        if self.used + need > self.limit:
-            raise self._refuse(
-                f"{name} ({width}x{height}) would bring the decoded images to "
-                f"{self.used + need} bytes; the limit is {self.limit}"
-            )
-        self.used += need
+        self.charge_bytes(f"{name} ({width}x{height})", need)
 
     def charge_bytes(self, name: str, size: int) -> None:
         """Count ``size`` bytes (e.g. an npz array's declared size); refuse past the limit."""
