@@ -8,7 +8,7 @@ import threading
 import time
 
 from facecloak.contract.context import Context
-from facecloak.contract.sweeps import reap, sweep_orphans
+from facecloak.contract.sweeps import Resends, reap, sweep_orphans
 from service.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ class Reaper(threading.Thread):
         super().__init__(daemon=True, name="facecloak-reaper")
         self.ctx, self.dispatcher = ctx, dispatcher
         self.stopped = threading.Event()
-        self.sent: dict[tuple[str, int], float] = {}
+        self.sent = Resends()
         self.orphans_period = min(300.0, max(1.0, ctx.settings.orphan_max_age_seconds / 4))
 
     def sweep(self) -> None:

@@ -254,7 +254,7 @@ def test_leases_are_set_and_checked_on_the_store_clock(tmp_path: Path, offset: f
     store.create(_running("j2", store.now() - 1))
     store.create(_running("j3", store.now() + 30))
     sent: list[tuple[str, int, str]] = []
-    reap(ctx, lambda *a: sent.append(a), lambda job: None, {})
+    reap(ctx, lambda *a: sent.append(a), lambda job: None)
     assert sent == [("j2", 0, "protect")]
     assert store.get("j2").items[0].status == "queued"  # type: ignore[union-attr]
     assert store.get("j3").items[0].status == "running"  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from facecloak.contract.context import Context
 from facecloak.contract.records import ItemRecord, JobRecord
 from facecloak.contract.storage import LocalStorage
+from facecloak.contract.sweeps import Resends
 from facecloak.contract.webhooks import (
     Target,
     deliver_once,
@@ -462,10 +463,23 @@ def test_items_queued_too_long_are_dispatched_again(tmp_path: Path) -> None:
     job.items = [ItemRecord(index=0, filename="a.png")]
     ctx.store.create(job)
     sent: list[tuple[str, int, str]] = []
-    memory: dict[tuple[str, int], float] = {}
+    memory = Resends()
     reap(ctx, lambda *a: sent.append(a), lambda j: None, memory)
     reap(ctx, lambda *a: sent.append(a), lambda j: None, memory)
     assert sent == [("job_q", 0, "protect")]  # once per period, not every sweep
+
+
+def test_a_long_backlog_is_not_flooded_with_resends() -> None:
+    """Each re-dispatch of a still-queued item doubles the wait before the next one."""
+    memory, key, sends = Resends(), ("job_q", 0), []
+    for minute in range(0, 24 * 60):  # a sweep a minute for a day, period 15 minutes
+        t = 60.0 * minute
+        if memory.due(key, 0.0, t, 900.0):
+            memory.record(key, t)
+            sends.append(minute)
+    assert sends == [16, 47, 108, 229, 470, 951]  # 15, 30, 60, 120, 240, 480 min apart
+    memory.keep_only({"another_job"})
+    assert memory.due(key, 0.0, 16 * 60.0, 900.0)  # forgotten with its job
 
 
 def test_a_hung_item_fails_at_the_wall_clock_deadline(tmp_path: Path) -> None:

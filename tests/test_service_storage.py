@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,94 @@ def test_s3_storage(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     store.put("jobs/j2/in/0", b"x")
     keys = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="photos")
     assert [o["Key"] for o in keys["Contents"]] == ["facecloak/jobs/j2/in/0"]
+
+
+def _s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(params=["local", "s3"])
+def blobs(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Storage:
+    """A fresh, empty storage: a local folder, then an S3 bucket (moto's server) under a key
+    prefix of its own, so that keys come back without it."""
+    if request.param == "local":
+        return LocalStorage(tmp_path / "blobs")
+    import boto3
+
+    endpoint: str = request.getfixturevalue("s3_endpoint")
+    _s3_env(monkeypatch)
+    bucket = "stale-" + request.node.name.split("[")[0].replace("_", "-")[-40:].strip("-")
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return open_storage(f"s3://{bucket}/facecloak", Path("/nonexistent"), endpoint)
+
+
+def _next_second() -> float:
+    """Wait for the next whole second and return it.
+
+    S3 lists LastModified to the second (moto too, like AWS), rounded down: a blob written
+    before this instant reads as older than it, one written after it reads as not older.
+    """
+    bound = float(int(time.time()) + 1)
+    while time.time() < bound:
+        time.sleep(bound - time.time() + 0.01)
+    return bound
+
+
+def test_stale_lists_folders_whose_blobs_are_all_older(blobs: Storage) -> None:
+    """The orphan sweep's query: real upload times on both sides of ``before``."""
+    for key in (
+        "jobs/old/in/0",
+        "jobs/old/in/1",
+        "jobs/mixed/in/0",  # a newer blob below comes later: the folder is still in use
+        "jobs/flat",  # a blob directly under the prefix counts as its own entry
+        "jobsx/old/in/0",  # a sibling prefix that merely starts with the same letters
+        "verify/old/original",  # another prefix
+    ):
+        blobs.put(key, b"o")
+    before = _next_second()
+    for key in ("jobs/new/in/0", "jobs/mixed/out/0-x"):
+        blobs.put(key, b"n")
+
+    assert sorted(blobs.stale("jobs", before)) == ["jobs/flat", "jobs/old"]
+    assert sorted(blobs.stale("jobs/", before)) == ["jobs/flat", "jobs/old"]
+    assert blobs.stale("verify", before) == ["verify/old"]
+    assert blobs.stale("nothing-here", before) == []
+    assert blobs.stale("jobs", before - 3600) == []  # nothing is an hour old yet
+    later = sorted(blobs.stale("jobs", time.time() + 60))
+    assert later == ["jobs/flat", "jobs/mixed", "jobs/new", "jobs/old"]
+    with pytest.raises(ValueError):
+        blobs.stale("../jobs", before)
+
+
+def test_s3_stale_reads_every_page(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More than one ListObjectsV2 page (1000 keys): a folder's newest blob and a stale
+    folder that both come after the first page are still seen."""
+    import boto3
+
+    _s3_env(monkeypatch)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="paged")
+    store = open_storage("s3://paged/fc", Path("/nonexistent"), s3_endpoint)
+    # page 1 is exactly fc/jobs/busy/0000 .. 0999, all old; busy's new blob and the stale
+    # folder "tail" sort after them, on page 2
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: store.put(f"jobs/busy/{i:04d}", b"o"), range(1000)))
+    store.put("jobs/tail/in/0", b"o")
+    before = _next_second()
+    store.put("jobs/busy/zz-new", b"n")
+
+    first = s3.list_objects_v2(Bucket="paged", Prefix="fc/jobs/")
+    assert first["IsTruncated"] and first["KeyCount"] == 1000
+    assert first["Contents"][-1]["Key"] == "fc/jobs/busy/0999"
+    assert store.stale("jobs", before) == ["jobs/tail"]
+    assert sorted(store.stale("jobs", time.time() + 60)) == ["jobs/busy", "jobs/tail"]
 
 
 def job(job_id: str, tenant: str = "t", key: str | None = None, t: float = 1.0) -> JobRecord:

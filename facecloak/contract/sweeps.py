@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from facecloak.contract.context import Context
 from facecloak.contract.options import JobError
@@ -17,20 +18,47 @@ Redispatch = Callable[[str, int, str], None]
 """``redispatch(job_id, index, kind)``: schedule an item again."""
 
 
+@dataclass
+class Resends:
+    """When each queued item was last dispatched again, and how often (kept between sweeps).
+
+    The wait before the next re-dispatch doubles each time, so under a long backlog (items
+    queued for hours behind others, their messages not lost) the queue holds a few
+    duplicates per item, not one more every period.
+    """
+
+    last: dict[tuple[str, int], tuple[float, int]] = field(default_factory=dict)
+
+    def due(self, key: tuple[str, int], since: float, t: float, period: float) -> bool:
+        """Whether the item queued since ``since`` should be sent again at time ``t``."""
+        at, count = self.last.get(key, (since, 0))
+        return t - at > period * 2**count
+
+    def record(self, key: tuple[str, int], t: float) -> None:
+        """The item was sent again at ``t``."""
+        self.last[key] = (t, self.last.get(key, (t, 0))[1] + 1)
+
+    def keep_only(self, job_ids: set[str]) -> None:
+        """Forget items of jobs that are no longer active."""
+        for key in [k for k in self.last if k[0] not in job_ids]:
+            del self.last[key]
+
+
 def reap(
     ctx: Context,
     redispatch: Redispatch,
     on_finished: Finished,
-    sent: dict[tuple[str, int], float] | None = None,
+    sent: Resends | None = None,
 ) -> None:
     """Retry or fail items whose worker stopped heartbeating; expire old results.
 
-    A photo still queued ``queued_redispatch_seconds`` after its job was created (or after
-    the last re-dispatch recorded in ``sent``, kept by the caller between sweeps) is
-    dispatched again: a lost message cannot leave it queued forever (a duplicate is a no-op).
+    A photo still queued ``queued_redispatch_seconds`` after its job was created is
+    dispatched again (then after twice that, four times ..., counted in ``sent``, which the
+    caller keeps between sweeps): a lost message cannot leave it queued forever, and a
+    duplicate is a no-op.
     """
     t, lease_t = now(), ctx.store.now()  # leases are on the store's clock
-    sent = {} if sent is None else sent
+    sent = Resends() if sent is None else sent
     active = ctx.store.active()
     for job in active:
         for item in job.items:
@@ -39,14 +67,12 @@ def reap(
             elif item.status == "queued" and item.undispatched:
                 _dispatch_late(ctx, job, item.index, redispatch)
             elif item.status == "queued":
-                last = sent.get((job.id, item.index), job.created_at)
-                if t - last > ctx.settings.queued_redispatch_seconds:
+                key = (job.id, item.index)
+                if sent.due(key, job.created_at, t, ctx.settings.queued_redispatch_seconds):
                     log.warning("job %s photo %s: queued too long, sent again", job.id, item.index)
                     redispatch(job.id, item.index, job.kind)
-                    sent[(job.id, item.index)] = t
-    ids = {job.id for job in active}
-    for key in [k for k in sent if k[0] not in ids]:
-        del sent[key]
+                    sent.record(key, t)
+    sent.keep_only({job.id for job in active})
     for job in ctx.store.finished_before(t):
         expire(ctx, job)
 
