@@ -123,6 +123,7 @@ def create_app(
         BodyLimit,
         max_bytes=settings.max_request_bytes,
         timeout_s=settings.request_body_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
     )
     return app
 

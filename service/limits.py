@@ -26,14 +26,32 @@ def too_large(limit: int, size: int | str | None = None) -> ApiError:
 
 
 class BodyLimit:
-    """ASGI middleware: at most ``max_bytes`` of body, each chunk within ``timeout_s``."""
+    """ASGI middleware: a request head of at most ``max_header_bytes``, at most ``max_bytes``
+    of body, each chunk within ``timeout_s``.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+    The server bounds only a head that arrives in pieces (h11's incomplete-event limit); one
+    sent in a single write is complete when parsed, so the head is measured here too.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, timeout_s: float, max_header_bytes: int = 64 * 1024
+    ) -> None:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        head = head_bytes(scope)
+        if head > self.max_header_bytes:
+            limit = self.max_header_bytes
+            error = ApiError(
+                431,
+                "request_header_too_large",
+                f"the request head is {head} bytes; the limit is {limit} bytes",
+            )
+            await _answer(scope, receive, send, error)
             return
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
@@ -89,6 +107,13 @@ async def _answer(scope: Scope, receive: Receive, send: Send, error: ApiError) -
         error.status, error.code, error.message, headers={"Connection": "close"}
     )
     await response(scope, receive, send)
+
+
+def head_bytes(scope: Scope) -> int:
+    """Size of the request head as sent: request line and ``name: value`` header lines."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
+    lines = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+    return len(scope["method"]) + target + 12 + lines
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -94,6 +94,30 @@ def test_a_keep_alive_connection_gets_a_new_head_deadline(tmp_path: Path) -> Non
         assert _closed_by_server(sock, None)
 
 
+def _one_write(port: int, head: bytes) -> bytes:
+    """Send ``head`` in a single write; the answer (read until the server closes)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + b"Connection: close\r\n\r\n")
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_an_oversized_head_in_one_write_gets_431(tmp_path: Path) -> None:
+    with served(make_app(tmp_path, max_header_bytes=8192)) as port:
+        big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 9000 + b"\r\n"
+        answer = _one_write(port, big)  # whole: h11 parses it before any size check
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert b'"request_header_too_large"' in answer
+        many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 90) for i in range(100))
+        answer = _one_write(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]  # many small headers
+        small = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 7000 + b"\r\n"
+        assert _one_write(port, small).startswith(b"HTTP/1.1 200")
+
+
 def test_connections_past_limit_concurrency_get_503(tmp_path: Path) -> None:
     app = make_app(tmp_path, limit_concurrency=2, header_timeout_seconds=60)
     with served(app) as port:
