@@ -92,3 +92,48 @@ def test_perceptual_budget_in_a_spec_keeps_grey_photos_grey() -> None:
     x = torch.rand(1, 1, 16, 16).expand(1, 3, 16, 16).contiguous()
     d = budget.project(torch.randn(1, 3, 16, 16) * 0.1, x)
     assert torch.equal(d[:, 0], d[:, 1]) and torch.equal(d[:, 1], d[:, 2])
+
+
+class _CountingBackward(torch.autograd.Function):
+    """Identity whose backward counts its calls (a model's backward pass)."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:  # type: ignore[override]
+        _CountingBackward.calls += 1
+        return grad
+
+
+class CountedMeanBelow(MeanBelow):
+    def __call__(self, x: Tensor, ctx: TransformContext, gen: torch.Generator) -> ObjectiveValue:
+        return super().__call__(_CountingBackward.apply(x), ctx, gen)
+
+
+def _l2(x_adv: Tensor, x: Tensor, mask: Tensor | None) -> Tensor:
+    return (x_adv - x).square().flatten(1).mean(1)
+
+
+def test_shrink_steps_that_all_hold_skip_the_models_backward() -> None:
+    """Held samples step on the penalty alone: when all hold, no backward through the
+    objective is run (the penalty still shrinks the delta)."""
+    x = _x()
+    init = torch.full_like(x, -0.2)
+
+    def run(objective: MeanBelow) -> Tensor:
+        attack = IterativeAttack(
+            LinfBudget(0.2), RmsUpdate(), 0.002, steps=6, shrink=0.9, penalty=_l2
+        )
+        return attack.run(x, objective, init=init).delta
+
+    _CountingBackward.calls = 0
+    held = run(CountedMeanBelow(0.45))  # every step holds (mean <= 0.3)
+    assert _CountingBackward.calls == 0
+    assert held.abs().max() < 0.2 * 0.9**4  # kept shrinking
+    _CountingBackward.calls = 0
+    run(CountedMeanBelow(0.25))  # never holds: the objective's gradient is needed
+    assert _CountingBackward.calls == 6

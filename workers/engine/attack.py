@@ -205,7 +205,12 @@ class IterativeAttack:
             loss = out.loss
             if self.penalty is not None:
                 cost = self.penalty_weight * self.penalty(x_adv, x[active], rows_mask)
-                loss = torch.where(finished, 0.0, loss) + cost if self.shrink else loss + cost
+                if self.shrink is None:
+                    loss = loss + cost
+                elif bool(finished.all()):  # all held: the gradient needs no backward
+                    loss = cost  # through the models (same step, far cheaper)
+                else:
+                    loss = torch.where(finished, 0.0, loss) + cost
             if self.shrink is not None:  # held: remember, shrink, and stay in the batch
                 held = active[finished]
                 if self.penalty is None:
