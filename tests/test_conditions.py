@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, median_filter
 
 from facecloak.settings import Settings
 from models.registry import ModelStore
@@ -46,6 +46,14 @@ def test_median3_removes_an_impulse_a_blur_only_spreads() -> None:
     assert np.all(conditions.median3(flat) == 100)
     blurred = conditions.blur1(flat)
     assert blurred[4, 4, 0] > 100 and blurred[4, 5, 0] > 100 and blurred[0, 0, 0] == 100
+
+
+@pytest.mark.parametrize("shape", [(57, 43, 3), (2, 5, 3), (1, 1, 3), (31, 29, 1)])
+def test_median3_is_the_3x3_median_of_each_channel(shape: tuple[int, int, int]) -> None:
+    rgb = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    rgb[: shape[0] // 2] //= 16  # flat stretches too: ties
+    ref = median_filter(rgb, size=(3, 3, 1), mode="mirror")
+    assert np.array_equal(conditions.median3(rgb), ref)
 
 
 def test_blur1_is_a_sigma_1_gaussian_per_channel() -> None:

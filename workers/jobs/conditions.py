@@ -13,7 +13,7 @@ import io
 import numpy as np
 import torch
 from PIL import Image
-from scipy.ndimage import gaussian_filter, median_filter
+from scipy.ndimage import gaussian_filter
 
 from models.landmarks106 import GROUPS
 from workers.jobs.protect.makeup import MakeupFilter
@@ -47,9 +47,26 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
+def _med3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+
+
 def median3(rgb: np.ndarray) -> np.ndarray:
-    """3x3 median filter of each channel (edges mirrored)."""
-    return median_filter(rgb, size=(3, 3, 1), mode="mirror")
+    """3x3 median filter of each channel (edges mirrored), the exact result of
+    ``scipy.ndimage.median_filter(rgb, (3, 3, 1), mode="mirror")`` about 10x faster: each
+    column of three is sorted, then the median of 9 is the median of (the largest low, the
+    median middle, the smallest high) of three neighbouring columns."""
+    p = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+    top, centre, bottom = p[:-2], p[1:-1], p[2:]
+    low, high = np.minimum(top, centre), np.maximum(top, centre)
+    mid, high = np.minimum(high, bottom), np.maximum(high, bottom)
+    low, mid = np.minimum(low, mid), np.maximum(low, mid)
+    w = rgb.shape[1]
+    cols = [slice(k, k + w) for k in range(3)]
+    lows = np.maximum(np.maximum(low[:, cols[0]], low[:, cols[1]]), low[:, cols[2]])
+    mids = _med3(mid[:, cols[0]], mid[:, cols[1]], mid[:, cols[2]])
+    highs = np.minimum(np.minimum(high[:, cols[0]], high[:, cols[1]]), high[:, cols[2]])
+    return _med3(lows, mids, highs)
 
 
 def blur1(rgb: np.ndarray) -> np.ndarray:
