@@ -40,6 +40,7 @@ B = {"X-API-Key": "key-b"}
 METRICS_TOKEN = "m3trics"
 METRICS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 KNOWN_MODELS = ("w600k_mbf", "sface", "facenet")
+GPS_IFD = 0x8825
 
 
 def free_port() -> int:
@@ -55,6 +56,27 @@ def png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 1
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, "PNG")
     return buf.getvalue()
+
+
+def gps_of(data: bytes) -> dict[int, Any]:
+    """The EXIF GPS IFD of an encoded photo (empty when it has none)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return dict(im.getexif().get_ifd(GPS_IFD))
+
+
+def gps_jpeg(path: Path) -> bytes:
+    """The JPEG at ``path`` with a GPS position (Paris) in its EXIF, re-saved with its own
+    quantisation tables and subsampling (checked: the result really carries the GPS IFD)."""
+    with Image.open(path) as im:
+        assert im.format == "JPEG", path
+        exif = im.getexif()
+        gps = exif.get_ifd(GPS_IFD)
+        gps.update({1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality="keep", exif=exif.tobytes())
+    data = buf.getvalue()
+    assert gps_of(data).get(1) == "N", "the test photo must carry GPS"
+    return data
 
 
 def settings(tmp: Path, **overrides: Any) -> Settings:

@@ -15,6 +15,16 @@ import httpx
 import pytest
 from PIL import Image
 
+from facecloak.settings import Settings
+from models.registry import ModelStore
+from tests.helpers import runtime_for
+from tests.protection_checks import (
+    HELD_OUT,
+    SURROGATES,
+    assert_face_changed,
+    assert_not_recognised,
+    assert_report_protects,
+)
 from tests.service_fixtures import (
     FACE_PHOTO,
     KEYS,
@@ -23,6 +33,8 @@ from tests.service_fixtures import (
     REPO,
     A,
     free_port,
+    gps_jpeg,
+    gps_of,
     subprocess_env,
     wait_http,
     wait_job,
@@ -74,30 +86,36 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         print(Path(tmp / "serve.log").read_text()[-3000:])
 
 
-def test_protect_a_real_photo(gateway: str) -> None:
-    photo = FACE_PHOTO.read_bytes()
+def test_protect_a_real_photo(gateway: str, settings: Settings, model_store: ModelStore) -> None:
+    """The real job with the default preset and verification on: the photo comes back
+    protected (its report and its own pixels say so) and without its GPS position."""
+    photo = gps_jpeg(FACE_PHOTO)  # asserts that the upload carries GPS
     with httpx.Client(base_url=gateway, timeout=60) as c:
         ready = c.get("/readyz").json()
         assert ready["mode"] == "embedded" and ready["checks"]["jobstore"] == "ok"
         r = c.post(
             "/v1/protect",
             headers=A,
-            data={"steps": "2", "verify": "false", "eot_makeup": "false"},
+            data={"verify": "true", "eval_models": ",".join(HELD_OUT)},
             files=[("files", ("obama.jpg", photo, "image/jpeg"))],
         )
         assert r.status_code == 202, r.text
-        job = wait_job(c, r.json()["id"], A, timeout=240)
+        job = wait_job(c, r.json()["id"], A, timeout=300)
         assert job["status"] == "succeeded", job
         item = job["items"][0]
-        assert item["status"] == "protected" and item["faces"] >= 1 and item["report"]
-        assert job["progress"]["faces_done"] == job["progress"]["faces_total"] >= 1
+        assert item["status"] == "protected" and item["faces"] == 1, item
+        assert job["progress"]["faces_done"] == job["progress"]["faces_total"] == 1
         got = c.get(f"/v1/jobs/{job['id']}/result", headers=A)
         assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
-        before, after = Image.open(io.BytesIO(photo)), Image.open(io.BytesIO(got.content))
-        assert after.format == "JPEG" and after.size == before.size
-        assert "exif" not in after.info or not after.getexif().get_ifd(0x8825)  # no GPS
         text = c.get("/metrics", headers=METRICS).text
         assert 'facecloak_jobs{status="succeeded"} 1.0' in text
+    before, after = Image.open(io.BytesIO(photo)), Image.open(io.BytesIO(got.content))
+    assert after.format == "JPEG" and after.size == before.size
+    assert not gps_of(got.content)
+    assert_report_protects(item["report"], SURROGATES, HELD_OUT, before.size)
+    runtime = runtime_for(settings, model_store)
+    change = assert_face_changed(runtime, photo, got.content)
+    assert_not_recognised(runtime, change, [*SURROGATES, *HELD_OUT])
 
 
 def test_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
