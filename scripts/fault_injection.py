@@ -39,6 +39,9 @@ from typing import Any
 import httpx
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load_test  # the load test's job options
+
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "data" / "faces" / "test"
 KEYS = {"tenant-a": "key-a", "tenant-b": "key-b"}
@@ -537,10 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
     args = p.parse_args(argv)
-    args.option = args.option or [
-        "strength=low", "steps=1", "verify=false", "eot_makeup=false", "eot_jpeg=false",
-        "eot_rescale=false",
-    ]  # fmt: skip
+    args.option = args.option or [f"{k}={v}" for k, v in load_test.OPTIONS.items()]
     state: dict[str, Any] = {
         "photos": photos(args.faces, args.side), "ids": {}, "tenant": {},
         "retries": {}, "gave_up": 0, "refused": 0, "faults": [], "done": 0, "run": int(time.time()),

@@ -5,12 +5,13 @@
 
 Submits ``--jobs`` one-photo protect jobs from ``--clients`` threads. Job ``n`` sends the
 ``n``-th photo of ``--faces`` (cycled; read at run time and, with ``--max-side``, downscaled
-in memory; never written anywhere). The options are a short attack (``strength=low steps=1
-verify=false``, no EOT; ``--option k=v`` changes them). It waits for every accepted job,
-then counts photos by outcome (protected, with each result downloaded and decoded;
-``no_face``; failed, by error code), jobs by status, and submit (202) and end-to-end latency
-percentiles. The summary is printed and written to ``--out`` as JSON. Only loopback targets
-are allowed; every loop is bounded in count and time.
+in memory; never written anywhere). The options are a short attack that still protects
+(the legacy ``strength=high``, verify=false, no EOT: about 8 steps a face; an attack that
+stops short of its margin fails the photo; ``--option k=v`` changes them). It waits for
+every accepted job, then counts photos by outcome (protected, with each result downloaded
+and decoded; ``no_face``; failed, by error code), jobs by status, and submit (202) and
+end-to-end latency percentiles. The summary is printed and written to ``--out`` as JSON.
+Only loopback targets are allowed; every loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from PIL import Image
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "dev"
 OPTIONS = {
-    "strength": "low",
-    "steps": "1",
+    "strength": "high",
     "verify": "false",
     "eot_jpeg": "false",
     "eot_rescale": "false",

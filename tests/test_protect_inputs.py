@@ -21,7 +21,14 @@ from workers.jobs.runtime import Runtime
 
 from .helpers import DEV, TEST, jpeg_bytes, runtime_for
 
-QUICK = ProtectOptions(strength="medium", steps=2, verify=False, eot_makeup=False)
+QUICK = ProtectOptions(
+    strength="high", verify=False, eot_makeup=False, eot_jpeg=False, eot_rescale=False
+)
+"""A short attack that still reaches its margin (8 steps on FACE): without verification an
+unconverged face fails the photo (``protection_incomplete``)."""
+STRONG_NO_EOT = ProtectOptions(
+    strength="strong", verify=False, eot_makeup=False, eot_jpeg=False, eot_rescale=False
+)
 FACE = DEV / "img11.jpg"  # 600x800, one face
 _RUNTIME: list[Runtime] = []
 
@@ -47,6 +54,14 @@ def _failed_code(data: bytes, options: ProtectOptions = QUICK) -> str:
     assert out.error is not None and out.error.message
     assert out.report["error"]["code"] == out.error.code
     return out.error.code
+
+
+def test_an_attack_short_of_its_margin_is_not_protected_without_verification() -> None:
+    short = QUICK.model_copy(update={"steps": 1})
+    out = protect(FACE.read_bytes(), "face.jpg", short)
+    assert out.status == "failed" and out.output is None and out.error is not None
+    assert out.error.code == "protection_incomplete" and "[1]" in out.error.message
+    assert out.report["faces"][0]["converged"] is False and not out.report.get("verification")
 
 
 def test_not_an_image() -> None:
@@ -168,8 +183,7 @@ def test_grey_photo_stays_grey_and_keeps_its_mode() -> None:
     grey = Image.fromarray(_face_rgb()).convert("L")
     buf = io.BytesIO()
     grey.save(buf, "JPEG", quality=95)
-    options = ProtectOptions(strength="strong", steps=3, verify=False, eot_makeup=False)
-    out = protect(buf.getvalue(), "grey.jpg", options)
+    out = protect(buf.getvalue(), "grey.jpg", STRONG_NO_EOT)
     assert out.status == "protected" and out.output is not None
     back = Image.open(io.BytesIO(out.output))
     assert back.mode == "L" and back.format == "JPEG"
@@ -183,8 +197,7 @@ def test_sixteen_bit_grey_png_stays_sixteen_bit_grey() -> None:
     grey16 = _face_rgb()[..., 0].astype(np.uint16) * 257
     buf = io.BytesIO()
     Image.fromarray(grey16).save(buf, "PNG")
-    options = ProtectOptions(strength="strong", steps=2, verify=False, eot_makeup=False)
-    out = protect(buf.getvalue(), "g16.png", options)
+    out = protect(buf.getvalue(), "g16.png", STRONG_NO_EOT)
     assert out.status == "protected" and out.output is not None
     back = Image.open(io.BytesIO(out.output))
     assert back.mode.startswith("I") and back.format == "PNG"

@@ -70,7 +70,14 @@ class ProtectOptions(BaseModel):
     eot_rescale: bool = True
     eot_makeup: bool = True
     min_face_size: int | None = Field(default=None, ge=8, le=4096)
-    verify: bool = Field(default=True, description="Re-read the saved photo and build the report.")
+    verify: bool = Field(
+        default=True,
+        description=(
+            "Re-read the saved photo and build the report. Off: the attack's own check is the "
+            "evidence, and a face that did not reach its margin fails the photo "
+            "(protection_incomplete)."
+        ),
+    )
 
     def budget(self) -> tuple[float, int]:
         """(eps in [0,1] units, max steps) of a legacy preset after the overrides."""

@@ -113,6 +113,8 @@ def protect_photo(
     report = _attack_report(report, options, cloaker.cfg, result, runtime)
     if options.verify:
         report = _verified(report, img, output, found.faces, options, runtime)
+    elif not all(result.converged):
+        report = _unconverged(report, options, result)
     elif options.visibility_cap is not None:
         report = _within_cap(report, img, output, found.faces, options, runtime)
     report.seconds = Seconds(
@@ -197,6 +199,19 @@ def _verified(
         return _failed(report, options, "protection_incomplete", message)
     over = [i + 1 for i, f in enumerate(table.faces) if not f.visibility.within_cap]
     return _cap_verdict(report, options, over)
+
+
+def _unconverged(
+    report: ProtectReport, options: ProtectOptions, result: CloakResult
+) -> ProtectReport:
+    """Without verification the attack's own check is the evidence: a face that did not
+    reach the margin on every surrogate is not protected, so neither is the photo."""
+    short = [i + 1 for i, done in enumerate(result.converged) if not done]
+    message = (
+        f"the attack did not reach its margin on face(s) {short} within "
+        f"{max(result.steps)} steps (verification off)"
+    )
+    return _failed(report, options, "protection_incomplete", message)
 
 
 def _failed(
