@@ -57,12 +57,7 @@ def s3_endpoint() -> Iterator[str]:
 def test_s3_storage(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    _s3_env(monkeypatch)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="photos")
     store = open_storage("s3://photos/facecloak", Path("/nonexistent"), s3_endpoint)
     assert isinstance(store, S3Storage)
