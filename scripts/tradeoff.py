@@ -157,11 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--conditions", default="saved,jpeg75,median3")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", default="",
-                    help="comma-separated labels whose points to keep from the existing JSON "
-                         "(measured earlier on the same faces) instead of re-running")  # fmt: skip
+                    help="labels (separated by ';', as labels may hold commas) whose points to "
+                         "keep from the existing JSON (measured earlier on the same faces) "
+                         "instead of re-running")  # fmt: skip
     args = ap.parse_args(argv)
     out = Path(args.out)
-    kept = _kept_points(out.with_suffix(".json"), [k for k in args.keep.split(",") if k])
+    kept = _kept_points(out.with_suffix(".json"), [k for k in args.keep.split(";") if k])
     runtime = Runtime(Settings())
     torch.set_num_threads(args.threads)
     points = measure(args, runtime) + kept
