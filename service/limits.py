@@ -34,7 +34,7 @@ class BodyLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, timeout_s: float, max_header_bytes: int = 64 * 1024
+        self, app: ASGIApp, max_bytes: int, timeout_s: float, max_header_bytes: int
     ) -> None:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
         self.max_header_bytes = max_header_bytes

@@ -9,12 +9,10 @@ while it still matches a plain re-save of the original).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from facecloak.contract.options import ProtectOptions
 from facecloak.contract.reports import ProtectReport, Verification
@@ -58,22 +56,17 @@ def assert_face_changed(runtime: Runtime, original: bytes, protected: bytes) -> 
     return FaceChange(face, before, after, on, off)
 
 
-def _jpeg_resave(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
 def assert_not_recognised(
     runtime: Runtime, change: FaceChange, models: list[str]
 ) -> dict[str, float]:
     """Each recognizer of ``models`` (the test process's own) matches the original face to a
     JPEG q75 re-save of the original, but not to the protected face. Returns the similarities.
     """
+    from workers.jobs import conditions
     from workers.jobs.analysis import embed, match_faces
 
     sims: dict[str, float] = {}
-    resaved = _jpeg_resave(change.before, 75)
+    resaved = conditions.jpeg(change.before, 75)
     for model in models:
         threshold = runtime.threshold(model)
         ref = embed(runtime, change.before, [change.face], model)[0]

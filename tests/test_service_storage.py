@@ -247,12 +247,7 @@ def test_gateway_on_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mon
 
     from tests.service_fixtures import A, make_app, png, wait_job
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    _s3_env(monkeypatch)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="gateway")
     app = make_app(tmp_path, delay=0.0, storage_url="s3://gateway/fc", s3_endpoint_url=s3_endpoint)
