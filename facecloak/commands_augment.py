@@ -25,7 +25,7 @@ def cmd_augment(args: argparse.Namespace, settings: Settings) -> int:
     fields: dict[str, Any] = {
         "mode": args.mode, "eps": args.eps, "steps": args.steps, "share": args.share,
         "epochs": args.epochs, "seed": args.seed, "adversarial_label": args.label,
-        "refresh": args.refresh,
+        "refresh": args.refresh, "rebalance_from": args.rebalance_from,
         "targets": [int(t) for t in args.targets.split(",")] if args.targets else None,
         "phi": [float(p) for p in args.phi.split(",")],
     }  # fmt: skip
@@ -82,6 +82,10 @@ def add_augment_commands(sub: Any) -> None:
     au.add_argument("--label", choices=["source", "target"], default="source")
     au.add_argument("--phi", default="0.5", help="mediate sample factors, e.g. 0.3,0.6")
     au.add_argument("--share", type=float, default=1.0, help="rebalance: share of the largest")
+    au.add_argument(
+        "--rebalance-from", choices=["own", "others"], default="own",
+        help="rebalance: examples from the short class's own images, or from the other classes",
+    )  # fmt: skip
     au.add_argument("--epochs", type=int, default=6, help="amend: fine-tuning epochs")
     au.add_argument("--refresh", action="store_true", help="amend: re-attack the model every epoch")
     au.add_argument("--seed", type=int, default=0)
@@ -92,6 +96,7 @@ def add_augment_commands(sub: Any) -> None:
         "augment-bench", help="adversarial augmentation benchmark (digits, letters)"
     )
     be.add_argument("--seeds", type=int, default=3)
+    be.add_argument("--seed-base", type=int, default=0, help="first seed (tune on 100 and up)")
     be.add_argument("--sets", default="digits,letters")
     be.add_argument("--parts", default="rebalance,amend,relabel,speed")
     be.add_argument("--threads", type=int, default=2)

@@ -80,22 +80,40 @@ def test_adversarial_samples_stay_within_budget_and_targets_label_them(
     assert np.mean([r["reached"] for r in rows if r["kind"] == "adversarial"]) > 0.5
 
 
-def test_rebalance_fills_the_small_class_with_targeted_examples(
+def test_rebalance_fills_the_small_class_with_examples_of_its_own_images(
     digits8: Digits,
     digits_onnx: bytes,
 ) -> None:
     x, y = subset(digits8, 6)
     keep = (y != 3) | (torch.arange(len(y)) % 3 == 0)  # class 3: 2 of 6 images
     x, y = x[keep], y[keep]
-    options = AugmentOptions(mode="rebalance", share=1.0, **{**FAST, "eps": 0.3, "steps": 10})
+    options = AugmentOptions(mode="rebalance", share=1.0, **FAST)
     result = augment(digits_onnx, "data.npz", datasets.to_npz(x, y), options)
     out = _npz(result.files)
     made = out["y"][out["generated"]]
-    assert set(made.tolist()) == {3}
-    assert np.bincount(out["y"], minlength=10)[3] == 6 or result.report.notes
+    assert made.tolist() == [3] * 4 and not result.report.notes
+    assert np.bincount(out["y"], minlength=10).tolist() == [6] * 10
     rows = json.loads(result.files["manifest.json"])["generated"]
-    assert all(r["kind"] == "rebalance" and r["source_label"] != "3" for r in rows)
-    assert result.report.classes[3].generated == len(made) >= 2
+    assert all(r["kind"] == "rebalance" and r["source_label"] == r["label"] == "3" for r in rows)
+    assert all(r["target"] not in (None, "3") and r["phi"] == 0.5 for r in rows)
+    assert result.report.classes[3].generated == 4
+
+
+def test_rebalance_from_others_fills_the_small_class_from_the_other_classes(
+    digits8: Digits,
+    digits_onnx: bytes,
+) -> None:
+    x, y = subset(digits8, 6)
+    keep = (y != 3) | (torch.arange(len(y)) % 3 == 0)
+    x, y = x[keep], y[keep]
+    options = AugmentOptions(
+        mode="rebalance", share=1.0, rebalance_from="others", **{**FAST, "eps": 0.3, "steps": 10}
+    )
+    result = augment(digits_onnx, "data.npz", datasets.to_npz(x, y), options)
+    out = _npz(result.files)
+    assert set(out["y"][out["generated"]].tolist()) == {3}
+    rows = json.loads(result.files["manifest.json"])["generated"]
+    assert rows and all(r["source_label"] != "3" and r["label"] == "3" for r in rows)
 
 
 def test_amend_returns_an_onnx_model_that_resists_the_attack_better(

@@ -3,8 +3,8 @@ checks them).
 
 The job's one item is a zip bundle: ``model.onnx`` and the labelled data set, ``data.zip``
 (one folder per class) or ``data.npz`` (``x`` images, ``y`` labels). Modes:
-``adversarial`` (adversarial and mediate samples for every image), ``rebalance`` (targeted
-adversarial examples toward the under-represented classes) and ``amend`` (AdvAmd
+``adversarial`` (adversarial and mediate samples for every image), ``rebalance`` (engine-made
+examples that fill the under-represented classes) and ``amend`` (AdvAmd
 fine-tuning of the model).
 """
 
@@ -64,6 +64,13 @@ class AugmentOptions(BaseModel):
         gt=0,
         le=1,
         description="rebalance: raise every class to this share of the largest class.",
+    )
+    rebalance_from: Literal["own", "others"] = Field(
+        default="own",
+        description="rebalance: make each short class's examples from its own images (shifted, "
+        "attacked toward the closest other class, kept as mediate samples with their label) "
+        "or, as in the seed paper, from the well-represented classes toward it, labelled with "
+        "it (measured worse; see docs/augment.md).",
     )
     pair_samples: int = Field(
         default=8, ge=1, le=64, description="Images per class for the pairwise A-bar attacks."

@@ -2,12 +2,16 @@
 
 * ``rebalance``: three classes cut to 10% of their training images; a model trained on the
   reduced set vs trained on it plus the job's rebalancing examples vs plus classical
-  oversampling of the same size (minority images duplicated with 1-pixel shifts and noise);
+  oversampling of the same size (minority images duplicated with 1-pixel shifts and noise)
+  vs plus targeted examples made from the rich classes (the first form of rebalancing);
 * ``amend``: clean and adversarial accuracy (fresh white-box MI-FGSM on each model) of the
   original, of clean fine-tuning, of plain adversarial training and of AdvAmd;
 * ``relabel``: a fresh model trained only on targeted adversarial examples labelled with
   their target (random target per image), tested on clean images;
 * seconds per 1,000 images of each mode of the job, end to end (npz in, result files out).
+
+Seeds ``seed_base .. seed_base + seeds - 1`` (``--seed-base``, default 0): choose variants
+on one range (100..) and report on another (0..).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from workers.jobs.augment.attack import (
 )
 from workers.jobs.augment.dual_bn import remove_auxiliary_bn
 from workers.jobs.augment.job import augment
-from workers.jobs.augment.modes import rebalance
+from workers.jobs.augment.modes import rebalance, rebalance_from_rich
 from workers.jobs.augment.vulnerability import vulnerability
 
 Rows = list[dict[str, Any]]
@@ -84,7 +88,8 @@ def oversample(x: Tensor, y: Tensor, counts: dict[int, int], gen: torch.Generato
 
 
 def run_rebalance(name: str, seed: int) -> dict[str, Any]:
-    """Reduced-class and overall test accuracy: reduced, +rebalance, +oversampling."""
+    """Reduced-class and overall test accuracy: reduced, +rebalance (the job's), +oversampling
+    on the same budget, +targeted examples from the rich classes (the first form)."""
     x, y, names = load(name)
     tr, te = split(y, seed)
     k = len(names)
@@ -98,13 +103,17 @@ def run_rebalance(name: str, seed: int) -> dict[str, Any]:
     xr, yr = x[tr][keep], y[tr][keep]
     base = datasets.train(xr, yr, k, seed, EPOCHS)
     options = OPTIONS.model_copy(update={"mode": "rebalance", "seed": seed})
-    made, _ = rebalance(base, xr, yr, [str(i) for i in range(len(xr))], names, SPEC, options)
+    ids = [str(i) for i in range(len(xr))]
+    made, _ = rebalance(base, xr, yr, ids, names, SPEC, options)
+    rich, _ = rebalance_from_rich(base, xr, yr, ids, names, SPEC, options)
     counts = torch.bincount(made.y, minlength=k)
     over_x = oversample(xr, yr, {c: int(counts[c]) for c in range(k) if counts[c]}, gen)
     over_y = torch.cat([torch.full((int(counts[c]),), c) for c in range(k) if counts[c]])
-    row: dict[str, Any] = {"set": name, "seed": seed, "generated": len(made.y)}
+    row: dict[str, Any] = {"set": name, "seed": seed, "generated": len(made.y),
+                           "from_rich_generated": len(rich.y)}  # fmt: skip
     for label, (ax, ay) in {
-        "reduced": (xr[:0], yr[:0]), "rebalance": (made.x, made.y), "oversample": (over_x, over_y),
+        "reduced": (xr[:0], yr[:0]), "rebalance": (made.x, made.y),
+        "oversample": (over_x, over_y), "from_rich": (rich.x, rich.y),
     }.items():  # fmt: skip
         model = base if label == "reduced" else datasets.train(
             torch.cat([xr, ax]), torch.cat([yr, ay]), k, seed, EPOCHS
@@ -190,7 +199,18 @@ def _stat(values: list[float], scale: float = 100.0) -> str:
     return f"{med:.1f} ({min(values) * scale:.1f}-{max(values) * scale:.1f})"
 
 
-MODELS = ("reduced", "rebalance", "oversample")
+def _seeds(rows: Rows) -> str:
+    """The seeds of ``rows``: ``0-4``, or a list when not consecutive."""
+    seeds = sorted({int(r["seed"]) for r in rows})
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+_SIGNS: tuple[Callable[[float], bool], ...] = (
+    lambda d: d > 1e-9, lambda d: abs(d) <= 1e-9, lambda d: d < -1e-9,
+)  # fmt: skip
+MODELS = ("reduced", "rebalance", "oversample", "from_rich")
 AMEND_MODELS = ("original", "clean_ft", "plain_at", "advamd", "plain_at_online", "advamd_online")
 
 
@@ -200,9 +220,11 @@ def tables(rows: Rows) -> str:
     sets = sorted({r["set"] for r in rows}, key=["digits", "letters"].index)
     reb = [r for r in rows if r["part"] == "rebalance"]
     if reb:
-        out += ["| set | seeds | minority: reduced | +rebalance | +oversample | mean gain:"
-                " rebalance | oversample | overall: reduced | +rebalance | +oversample |",
-                "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += ["| set | seeds | minority: reduced | +rebalance | +oversample | +from rich |"
+                " mean gain: rebalance | oversample | from rich | rebalance vs oversample: seeds"
+                " higher/equal/lower |"
+                " overall: reduced | +rebalance | +oversample | +from rich |",
+                "|---" * 14 + "|"]  # fmt: skip
         for s in sets:
             sel = [r for r in reb if r["set"] == s]
             if sel:
@@ -210,8 +232,10 @@ def tables(rows: Rows) -> str:
                 for m in MODELS[1:]:
                     gain = statistics.mean(r[f"{m}_minority"] - r["reduced_minority"] for r in sel)
                     cells.append(f"{100 * gain:+.1f}")
+                diff = [r["rebalance_minority"] - r["oversample_minority"] for r in sel]
+                cells.append("/".join(str(sum(f(d) for d in diff)) for f in _SIGNS))
                 cells += [_stat([r[f"{m}_overall"] for r in sel]) for m in MODELS]
-                out.append(f"| {s} | {len(sel)} | " + " | ".join(cells) + " |")
+                out.append(f"| {s} | {_seeds(sel)} | " + " | ".join(cells) + " |")
         out.append("")
     amd = [r for r in rows if r["part"] == "amend"]
     if amd:
@@ -219,7 +243,7 @@ def tables(rows: Rows) -> str:
         for s in sets:
             sel = [r for r in amd if r["set"] == s]
             for m in AMEND_MODELS if sel else ():
-                out.append(f"| {s} | {len(sel)} | {m} | {_stat([r[m + '_clean'] for r in sel])}"
+                out.append(f"| {s} | {_seeds(sel)} | {m} | {_stat([r[m + '_clean'] for r in sel])}"
                            f" | {_stat([r[m + '_adv'] for r in sel])} |")  # fmt: skip
         out.append("")
     rel = [r for r in rows if r["part"] == "relabel"]
@@ -229,7 +253,7 @@ def tables(rows: Rows) -> str:
         for s in sets:
             sel = [r for r in rel if r["set"] == s]
             if sel:
-                out.append(f"| {s} | {len(sel)} | {_stat([r['reached'] for r in sel])} | "
+                out.append(f"| {s} | {_seeds(sel)} | {_stat([r['reached'] for r in sel])} | "
                            f"{_stat([r['relabel_clean'] for r in sel])} | "
                            f"{_stat([r['original_clean'] for r in sel])} | "
                            f"{100 * sel[0]['chance']:.1f} |")  # fmt: skip
@@ -257,9 +281,10 @@ def main(args: argparse.Namespace) -> int:
         "rebalance": run_rebalance, "amend": run_amend, "relabel": run_relabel,
     }  # fmt: skip
     rows: Rows = []
+    first = getattr(args, "seed_base", 0)
     for name in args.sets.split(","):
         for part in [p for p in parts if p in runs]:
-            for seed in range(args.seeds):
+            for seed in range(first, first + args.seeds):
                 start = time.perf_counter()
                 rows.append({"part": part, **runs[part](name, seed)})
                 print(json.dumps({**rows[-1], "seconds": round(time.perf_counter() - start, 1)},
@@ -273,3 +298,20 @@ def main(args: argparse.Namespace) -> int:
         json.dump(rows, buf, indent=1)
         Path(args.json).write_text(buf.getvalue())
     return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m workers.jobs.augment.bench``: the ``augment-bench`` options and
+    ``--seed-base``."""
+    parser = argparse.ArgumentParser(prog="python -m workers.jobs.augment.bench")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-base", type=int, default=0, help="first seed")
+    parser.add_argument("--sets", default="digits,letters")
+    parser.add_argument("--parts", default="rebalance,amend,relabel,speed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

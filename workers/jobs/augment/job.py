@@ -213,7 +213,8 @@ def augment(
     notes: list[str] = []
     delta: Tensor | None = None
     if options.mode == "rebalance":
-        gen, notes = modes.rebalance(model, x, y, ds.names, classes, spec, options)
+        make = modes.rebalance if options.rebalance_from == "own" else modes.rebalance_from_rich
+        gen, notes = make(model, x, y, ds.names, classes, spec, options)
     else:
         names = [ds.names[int(i)] for i in train]
         gen, delta = modes.adversarial(model, x[train], y[train], names, classes, spec, options)

@@ -96,6 +96,23 @@ def adversarial(
     return out, untargeted
 
 
+def shifted(x: Tensor, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` random picks of ``x`` (indices too), each rolled by up to one pixel per axis."""
+    pick = torch.randint(len(x), (n,), generator=gen)
+    out = x[pick].clone()
+    for i, (dy, dx) in enumerate(torch.randint(-1, 2, (n, 2), generator=gen).tolist()):
+        out[i] = torch.roll(out[i], (dy, dx), (-2, -1))
+    return out, pick
+
+
+def closest_other(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Per image, the class other than ``y`` with the highest logit (its nearest confusion)."""
+    with torch.no_grad():
+        logits = torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)])
+    logits[torch.arange(len(y)), y] = -torch.inf
+    return logits.argmax(1)
+
+
 def rebalance(
     model: nn.Module,
     x: Tensor,
@@ -105,9 +122,50 @@ def rebalance(
     spec: AttackSpec,
     options: AugmentOptions,
 ) -> tuple[Generated, list[str]]:
-    """Targeted adversarial examples from well-represented classes toward each class below
-    ``share`` of the largest, labelled with the target, until it reaches that count.
-    Returns the samples and notes on classes left short (attacks that failed)."""
+    """Fill each class below ``share`` of the largest up to that count with engine-made
+    examples of its own images: a copy shifted by up to one pixel, attacked toward the
+    class the model finds closest to it, scaled back to a mediate sample ``x + phi*delta``
+    (``phi`` cycling through ``options.phi``) and labelled with its own class.
+    Returns the samples and notes on classes that could not be filled (no images)."""
+    counts = torch.bincount(y, minlength=len(classes))
+    goal = math.ceil(options.share * int(counts.max()))
+    gen = torch.Generator().manual_seed(options.seed)
+    out, notes = Generated.empty(x), []
+    for t in range(len(classes)):
+        need = goal - int(counts[t])
+        if need <= 0 or (options.targets and t not in options.targets):
+            continue
+        own = torch.nonzero(y == t).flatten()
+        if not len(own):
+            notes.append(f"class {classes[t]}: no images to make examples from")
+            continue
+        xs, pick = shifted(x[own], need, gen)
+        label = torch.full((need,), t)
+        aim = closest_other(model, xs, label)
+        hit = attack(model, xs, aim, spec, True, options.seed + t, options.confidence)
+        phis = [options.phi[i % len(options.phi)] for i in range(need)]
+        scale = torch.tensor(phis, dtype=xs.dtype).view(-1, *([1] * (xs.dim() - 1)))
+        out.add(quantised(xs + scale * hit.delta), label, [
+            _row("rebalance", names[int(own[i])], classes[t], classes[t], classes[int(a)], phi,
+                 bool(d))
+            for i, a, phi, d in zip(pick, aim, phis, hit.done, strict=True)
+        ])  # fmt: skip
+    return out, notes
+
+
+def rebalance_from_rich(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    names: list[str],
+    classes: list[str],
+    spec: AttackSpec,
+    options: AugmentOptions,
+) -> tuple[Generated, list[str]]:
+    """The first form of rebalancing (kept for the bench): targeted examples from the
+    well-represented classes toward each class below ``share`` of the largest, labelled with
+    the target, until it reaches that count. Returns the samples and notes on classes left
+    short (attacks that failed)."""
     counts = torch.bincount(y, minlength=len(classes))
     goal = math.ceil(options.share * int(counts.max()))
     rich = torch.nonzero(counts >= goal).flatten()
