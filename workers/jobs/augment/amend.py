@@ -6,11 +6,15 @@ AdvAmd trains a copy of the model with an auxiliary batch norm beside each batch
     + beta3 * CE_w(adversarial)                       (auxiliary batch norms)
 
 where mediate samples ``x + phi * delta`` keep the clean label and ``CE_w`` weights each
-class by its vulnerability A-bar. Training uses the attack stage's adversarial samples;
-with ``refresh`` every epoch after the first re-attacks the model being trained (through
-its auxiliary batch norms) instead. Plain adversarial training is ``CE(benign) + CE(adversarial)``
-through the same batch norms, unweighted, without mediate samples; ``clean`` fine-tunes on
-the benign samples alone (the control).
+class by its vulnerability A-bar. Benign and mediate batches pass the main batch norms
+separately (each normalised by its own statistics); after training the main batch norms'
+running statistics are re-estimated on the benign images alone (:func:`dual_bn.recalibrate`),
+as the exported model sees clean images. Training uses the attack stage's adversarial
+samples; with ``refresh`` every epoch after the first re-attacks the model being trained
+(through its auxiliary batch norms) instead. Plain adversarial training is
+``CE(benign) + CE(adversarial)`` through the same batch norms, unweighted, without mediate
+samples and without re-estimation; ``clean`` fine-tunes on the benign samples alone (the
+control).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 
 from workers.engine import AttackSpec
 from workers.jobs.augment.attack import attack, mediate, quantised
-from workers.jobs.augment.dual_bn import add_auxiliary_bn, auxiliary
+from workers.jobs.augment.dual_bn import add_auxiliary_bn, auxiliary, recalibrate
 
 Method = Literal["amend", "plain", "clean"]
 
@@ -99,11 +103,10 @@ def finetune(
                 continue
             xb, yb, db = x[idx], y[idx], delta[idx]
             adv = quantised(xb + db)
-            if amend:
-                main = [xb] + [mediate(xb, db, phi) for phi in settings.phi]
-                logits = model(torch.cat(main)).split(len(idx))
-                loss = b1 * F.cross_entropy(logits[0], yb, weight=w)
-                for part in logits[1:]:
+            if amend:  # benign and each mediate batch: own passes, own BN batch statistics
+                loss = b1 * F.cross_entropy(model(xb), yb, weight=w)
+                for phi in settings.phi:
+                    part = model(mediate(xb, db, phi))
                     loss = loss + b2 / len(settings.phi) * F.cross_entropy(part, yb, weight=w)
                 with auxiliary(model):
                     loss = loss + b3 * F.cross_entropy(model(adv), yb, weight=w)
@@ -118,6 +121,8 @@ def finetune(
         log.losses.append(total / max(batches, 1))
         if progress is not None:
             progress(epoch + 1, settings.epochs)
+    if amend:
+        recalibrate(model, x, settings.batch_size)
     model.eval()
     return log
 
