@@ -113,6 +113,18 @@ def closest_other(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return logits.argmax(1)
 
 
+def short_classes(y: Tensor, count: int, options: AugmentOptions) -> list[tuple[int, int]]:
+    """``(class, images it needs)`` for each class below ``share`` of the largest class
+    (only ``options.targets`` when given)."""
+    counts = torch.bincount(y, minlength=count)
+    goal = math.ceil(options.share * int(counts.max()))
+    return [
+        (t, goal - int(counts[t]))
+        for t in range(count)
+        if goal > int(counts[t]) and not (options.targets and t not in options.targets)
+    ]
+
+
 def rebalance(
     model: nn.Module,
     x: Tensor,
@@ -127,14 +139,9 @@ def rebalance(
     class the model finds closest to it, scaled back to a mediate sample ``x + phi*delta``
     (``phi`` cycling through ``options.phi``) and labelled with its own class.
     Returns the samples and notes on classes that could not be filled (no images)."""
-    counts = torch.bincount(y, minlength=len(classes))
-    goal = math.ceil(options.share * int(counts.max()))
     gen = torch.Generator().manual_seed(options.seed)
     out, notes = Generated.empty(x), []
-    for t in range(len(classes)):
-        need = goal - int(counts[t])
-        if need <= 0 or (options.targets and t not in options.targets):
-            continue
+    for t, need in short_classes(y, len(classes), options):
         own = torch.nonzero(y == t).flatten()
         if not len(own):
             notes.append(f"class {classes[t]}: no images to make examples from")
@@ -162,19 +169,15 @@ def rebalance_from_rich(
     spec: AttackSpec,
     options: AugmentOptions,
 ) -> tuple[Generated, list[str]]:
-    """The first form of rebalancing (kept for the bench): targeted examples from the
-    well-represented classes toward each class below ``share`` of the largest, labelled with
+    """Rebalancing as in the seed paper (``rebalance_from="others"``): targeted examples from
+    the well-represented classes toward each class below ``share`` of the largest, labelled with
     the target, until it reaches that count. Returns the samples and notes on classes left
     short (attacks that failed)."""
     counts = torch.bincount(y, minlength=len(classes))
-    goal = math.ceil(options.share * int(counts.max()))
-    rich = torch.nonzero(counts >= goal).flatten()
+    rich = torch.nonzero(counts >= math.ceil(options.share * int(counts.max()))).flatten()
     gen = torch.Generator().manual_seed(options.seed)
     out, notes = Generated.empty(x), []
-    for t in range(len(classes)):
-        need = goal - int(counts[t])
-        if need <= 0 or (options.targets and t not in options.targets):
-            continue
+    for t, need in short_classes(y, len(classes), options):
         pool = torch.nonzero(torch.isin(y, rich) & (y != t)).flatten()
         if not len(pool):
             pool = torch.nonzero(counts[y] > counts[t]).flatten()
