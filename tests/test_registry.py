@@ -23,7 +23,10 @@ def isolated_store(tmp_path: Path, model_store: ModelStore) -> Iterator[ModelSto
 
 def test_every_shipped_model_is_pinned_and_available(model_store: ModelStore) -> None:
     names = {s.name for s in SPECS}
-    assert names == {"w600k_mbf", "sface", "facenet", "yunet", "scrfd_500m", "2d106det"}
+    assert names == {
+        "w600k_mbf", "sface", "facenet", "yunet", "scrfd_500m", "2d106det",
+        "dlib_resnet", "dlib_5pt",
+    }  # fmt: skip
     for spec in SPECS:
         assert len(spec.sha256) == 64 and spec.licence and spec.sources
         path = model_store.path(spec.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Strength = Literal["subtle", "balanced", "strong", "low", "medium", "high"]
 PhotoStatus = Literal["protected", "no_face", "failed"]
@@ -43,6 +43,10 @@ def is_legacy(strength: str) -> bool:
     return strength in PRESETS
 
 
+EVALUATION_ONLY_MODELS = frozenset({"dlib_resnet"})
+"""Shipped recognizers that only judge (run outside PyTorch): never surrogates."""
+
+
 class ProtectOptions(BaseModel):
     """What a caller may choose for a protect job; unset fields come from the strength preset.
 
@@ -64,7 +68,10 @@ class ProtectOptions(BaseModel):
     )
     steps: int | None = Field(default=None, ge=1, le=500)
     surrogates: list[str] = Field(default_factory=lambda: ["w600k_mbf", "sface"])
-    eval_models: list[str] = Field(default_factory=list, description="Evaluation-only models.")
+    eval_models: list[str] = Field(
+        default_factory=list,
+        description="More recognizers that judge the result in the report (e.g. dlib_resnet).",
+    )
     decoy: bool = Field(default=False, description="Also pull each face toward a decoy identity.")
     eot_jpeg: bool = True
     eot_rescale: bool = True
@@ -95,6 +102,17 @@ class ProtectOptions(BaseModel):
     def next_preset(self) -> str | None:
         """The preset to offer when this one cannot protect a photo."""
         return NEXT_PRESET[self.strength]
+
+    @field_validator("surrogates")
+    @classmethod
+    def _attackable(cls, names: list[str]) -> list[str]:
+        judges = sorted(set(names) & EVALUATION_ONLY_MODELS)
+        if judges:
+            raise ValueError(
+                f"{', '.join(judges)} only judge (not differentiable here): name them in "
+                "eval_models, not surrogates"
+            )
+        return names
 
 
 class JobError(BaseModel):

@@ -37,7 +37,11 @@ def embed(runtime: Runtime, rgb: np.ndarray, faces: list[Face], model: str) -> n
 def embed_many(
     runtime: Runtime, photos: list[tuple[np.ndarray, list[Face]]], model: str
 ) -> list[np.ndarray]:
-    """Unit embeddings ``[n_i, d]`` of the faces of each photo, in one batched forward."""
+    """Unit embeddings ``[n_i, d]`` of the faces of each photo, in one batched forward
+    (an evaluation-only recognizer runs its own pipeline on each photo)."""
+    if runtime.is_evaluation_only(model):
+        judge = runtime.dlib_recognizer(model)
+        return [judge.embed(rgb, faces) for rgb, faces in photos]
     rec = runtime.recognizer(model)
     crops = [
         align(rgb, f.landmarks, rec.input_size, rec.spec.crop_scale)

@@ -73,10 +73,12 @@ class _Probe:
     clean_conditions: dict[str, Similarity]
 
 
-def _attack_sets(cfg: BenchConfig) -> list[list[str]]:
-    if cfg.leave_one_out and len(cfg.models) > 1:
-        return [list(c) for c in combinations(cfg.models, len(cfg.models) - 1)]
-    return [list(cfg.models)]
+def _attack_sets(cfg: BenchConfig, runtime: Runtime) -> list[list[str]]:
+    """Leave-one-out over the attackable models (evaluation-only ones judge every run)."""
+    models = [m for m in cfg.models if not runtime.is_evaluation_only(m)]
+    if cfg.leave_one_out and len(models) > 1:
+        return [list(c) for c in combinations(models, len(models) - 1)]
+    return [models]
 
 
 def _best_match(
@@ -137,7 +139,10 @@ def _probes(cfg: BenchConfig, runtime: Runtime, photos: list[LabelledPhoto]) -> 
 def _warm_up(runtime: Runtime, models: list[str]) -> None:
     """Load every model the protect call uses, so timing excludes loading."""
     for m in models:
-        runtime.recognizer(m)
+        if runtime.is_evaluation_only(m):
+            runtime.dlib_recognizer(m)
+        else:
+            runtime.recognizer(m)
     runtime.landmarks106()
     runtime.detect(np.zeros((64, 64, 3), dtype=np.uint8))
 
@@ -152,7 +157,7 @@ def run_bench(
     thr = {m: runtime.threshold(m) for m in cfg.models}
     runs = [
         _run_attack(runtime, cfg, surrogates, probes, thr)
-        for surrogates in attack_sets or _attack_sets(cfg)
+        for surrogates in attack_sets or _attack_sets(cfg, runtime)
     ]
     return {
         "faces_dir": str(cfg.faces),

@@ -17,6 +17,7 @@ import torch
 
 from facecloak.settings import Settings
 from models.detection import Face, FaceDetector, load_detector
+from models.dlib_recognizer import DlibRecognizer, load_dlib_recognizer
 from models.landmarks106 import Landmarks106
 from models.recognizers import Recognizer, load_recognizer
 from models.registry import ModelStore
@@ -84,6 +85,14 @@ class Runtime:
         if name not in self._recognizers:
             self._recognizers[name] = load_recognizer(name, self.store, str(self.device))
         return self._recognizers[name]
+
+    def is_evaluation_only(self, name: str) -> bool:
+        """Whether recognizer ``name`` runs outside PyTorch (a judge, never attacked)."""
+        return self.store.spec(name).evaluation_only
+
+    def dlib_recognizer(self, name: str) -> DlibRecognizer:
+        """The evaluation-only dlib recognizer ``name``, loaded once."""
+        return load_dlib_recognizer(name, self.store)
 
     def user_thresholds_file(self) -> Path:
         """Thresholds calibrated on this machine (user models); they override shipped ones."""
