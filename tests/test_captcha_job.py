@@ -76,6 +76,20 @@ def test_robust_captchas_fool_the_ensemble_within_the_budget(maker: CaptchaMaker
         assert accuracy(model, robust, answers) <= 0.34
 
 
+def test_robust_spec_runs_input_diversity_without_ti_smoothing() -> None:
+    from workers.engine import InputDiversity, build_attack
+    from workers.engine.transforms import Compose
+
+    attack = build_attack(ROBUST_SPEC)
+    assert ROBUST_SPEC.name == "DI-MI-FGSM"
+    assert attack.smoothing is None  # TI was tried and not adopted (docs/captcha.md)
+    assert isinstance(attack.input_transform, Compose)
+    diversity = [t for t in attack.input_transform.transforms if isinstance(t, InputDiversity)]
+    assert [(d.prob, d.resize_rate) for d in diversity] == [
+        (ROBUST_SPEC.diversity, ROBUST_SPEC.resize_rate)
+    ]
+
+
 def test_cli_generate_writes_pngs_and_answers(tmp_path: Path) -> None:
     from facecloak.cli import main
 

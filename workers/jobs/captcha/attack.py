@@ -9,7 +9,10 @@
   sends each copy to one model instead (:class:`RoutedEnsemble`: a third of the cost,
   measurably weaker on models the attack never saw, see ``docs/captcha.md``);
 * budget: L-inf ``eps`` plus an SSIM floor against the base image (:class:`SsimFloor`),
-  momentum sign steps, 8-bit rounding in the loop (what the PNG stores).
+  momentum sign steps, 8-bit rounding in the loop (what the PNG stores);
+* input diversity (DI): each step, with probability ``spec.diversity``, the batch is
+  randomly resized and padded before the EOT and the models (a transfer booster; TI
+  gradient smoothing was tried too and is off, see ``docs/captcha.md``).
 
 Speed without changing what is computed: the engine's median and blur are built from
 shifted slices (:mod:`workers.engine.filters`, 3x faster on CPU than convolutions), the
@@ -59,15 +62,20 @@ ROBUST_SPEC = AttackSpec(
     steps=ROBUST_STEPS,
     step_size=3 / 255,
     optimizer="momentum",
+    diversity=0.7,
+    resize_rate=1.1,
     eot=ATTACKER_PREPROCESSING,
     eot_samples=4,
     quantise=True,
     ssim_floor=0.55,
     check_every=ROBUST_STEPS,
 )
-"""The default: MI-FGSM, L-inf 24/255, SSIM >= 0.55, EOT over the attacker's clean-ups.
+"""The default: DI-MI-FGSM, L-inf 24/255, SSIM >= 0.55, EOT over the attacker's clean-ups.
 ``check_every = steps``: no early stop, every CAPTCHA gets all steps (margin for transfer
-to OCR models the attack never saw)."""
+to OCR models the attack never saw). Input diversity (DI: with probability ``diversity``
+a step's batch is resized by up to ``resize_rate``, padded and resized back) is a transfer
+booster; TI gradient smoothing was tried and left off (its figures, and DI's, are in
+"Input diversity and TI smoothing" in ``docs/captcha.md``)."""
 
 ENSEMBLE = ("cnn", "crnn", "crnn_adv")
 """Models the attack pulls; ``lstm`` is held out for evaluation."""
