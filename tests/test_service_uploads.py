@@ -107,6 +107,7 @@ def test_invalid_requests(client: TestClient) -> None:
         ({"bogus": "1"}, "unknown_field"),
         ({"options": "{not json"}, "invalid_options"),
         ({"surrogates": "no_such_model"}, "unknown_model"),
+        ({"surrogates": "w600k_mbf,dlib_resnet"}, "invalid_options"),  # a judge, not attackable
         ({"callback_url": "ftp://example.invalid/x"}, "invalid_callback_url"),
     ]
     for data, code in cases:
