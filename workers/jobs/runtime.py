@@ -49,6 +49,7 @@ class Runtime:
         self._detectors: dict[str, FaceDetector] = {}
         self._landmarks: Landmarks106 | None = None
         self._recognizers: dict[str, Recognizer] = {}
+        self._evaluation_only: dict[str, bool] = {}
         self._thresholds: dict[str, dict[str, Any]] | None = None
         self.decoy_banks: dict[str, tuple[list[str], np.ndarray]] = {}
         """Decoy faces per model (see :mod:`workers.jobs.decoys`)."""
@@ -88,7 +89,9 @@ class Runtime:
 
     def is_evaluation_only(self, name: str) -> bool:
         """Whether recognizer ``name`` runs outside PyTorch (a judge, never attacked)."""
-        return self.store.spec(name).evaluation_only
+        if name not in self._evaluation_only:  # asked on every embedding: look it up once
+            self._evaluation_only[name] = self.store.spec(name).evaluation_only
+        return self._evaluation_only[name]
 
     def dlib_recognizer(self, name: str) -> DlibRecognizer:
         """The evaluation-only dlib recognizer ``name``, loaded once."""
