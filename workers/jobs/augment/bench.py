@@ -309,20 +309,3 @@ def main(args: argparse.Namespace) -> int:
         json.dump(rows, buf, indent=1)
         Path(args.json).write_text(buf.getvalue())
     return 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """``python -m workers.jobs.augment.bench``: the ``augment-bench`` options and
-    ``--seed-base``."""
-    parser = argparse.ArgumentParser(prog="python -m workers.jobs.augment.bench")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--seed-base", type=int, default=0, help="first seed")
-    parser.add_argument("--sets", default="digits,letters")
-    parser.add_argument("--parts", default="rebalance,amend,relabel,speed")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None, help="also write the rows here")
-    return main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli())
