@@ -13,6 +13,7 @@ from torch import fx
 from models.convert.fx_builder import FxBuilder, Padding
 from models.convert.fx_payload import from_payload, to_payload
 from models.convert.onnx_front import convert_onnx
+from models.convert.runtime_ops import make_module
 from models.registry import ModelStore
 
 
@@ -80,3 +81,28 @@ def test_payload_refuses_functions_outside_the_table() -> None:
     module = b.finish(b.call(torch.erf, b.placeholder("x")), "Erf")
     with pytest.raises(ValueError, match="erf"):
         to_payload(module)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 6), (3, 5)])
+def test_prelu_input_only_backward_matches_aten(shape: tuple[int, ...]) -> None:
+    """The frozen PRelu's own backward gives ATen's input gradient (slopes may exceed 1)."""
+    torch.manual_seed(0)
+    slope = torch.tensor([0.25, -0.5, 1.5, 0.0, 1.0]).view(5, *([1] * (len(shape) - 2)))
+    module = make_module("prelu", {"shape": tuple(slope.shape)}, prelu_state(slope))
+    x = torch.randn(*shape).requires_grad_(True)
+    upstream = torch.randn(*shape)
+    y = module(x)
+    assert y.grad_fn is not None and "PreluInputGrad" in type(y.grad_fn).__name__
+    (ours,) = torch.autograd.grad(y, x, upstream)
+    reference = F.prelu(x, slope.reshape(-1))
+    (aten,) = torch.autograd.grad(reference, x, upstream)
+    assert torch.equal(y.detach(), reference.detach())
+    assert torch.allclose(ours, aten, atol=1e-6)
+    assert not torch.allclose(ours, upstream)  # the slope really scales negative inputs
+    with torch.no_grad():  # no gradient wanted: ATen's kernel, same values
+        assert torch.equal(module(x), reference.detach())
+
+
+def prelu_state(slope: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The PRelu module state the ONNX front-end gives it."""
+    return {"slope": slope.clone(), "weight": slope.reshape(-1).clone()}
