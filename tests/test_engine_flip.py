@@ -87,6 +87,37 @@ def test_one_loss_compares_against_whichever_reference_it_is_given() -> None:
     assert float(loss(ref, ref)) < 1e-3
 
 
+def _face_crop(size: int) -> Tensor:
+    """A ``size`` square crop of the astronaut's head and shoulders, upscaled from 192 px."""
+    head = torch.from_numpy(data.astronaut()[0:192, 128:320].astype(np.float32) / 255.0)
+    small = head.permute(2, 0, 1)[None]
+    return torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear")
+
+
+def test_a_large_image_is_compared_on_a_coarser_grid_at_fewer_pixels_per_degree() -> None:
+    ref = _face_crop(200)
+    yy, xx = torch.meshgrid(torch.arange(200.0), torch.arange(200.0), indexing="ij")
+    blobs = torch.sin(xx * 2 * torch.pi / 14) * torch.sin(yy * 2 * torch.pi / 14)
+    test = (ref + 8 / 255 * blobs).clamp(0, 1)
+    weight = torch.zeros(1, 1, 200, 200)
+    weight[..., 20:180, 30:170] = 1.0
+    coarse = FlipLoss(max_side=64)
+    assert coarse.pool_factor(200, 200) == 4 and coarse.pool_factor(64, 60) == 1
+    pool = torch.nn.functional.avg_pool2d
+    expected = FlipLoss(FlipLoss().ppd / 4)(pool(test, 4), pool(ref, 4), pool(weight, 4))
+    assert float(coarse(test, ref, weight)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(FlipLoss(max_side=100)(test, ref, weight)) == pytest.approx(
+        float(FlipLoss()(test, ref, weight)), rel=0.05
+    )  # k = 2: close to the full-resolution value on a smooth change
+    small = FlipLoss(max_side=256)  # no pooling below max_side: the full computation
+    assert float(small(test, ref, weight)) == float(FlipLoss()(test, ref, weight))
+    delta = torch.zeros_like(ref, requires_grad=True)
+    (grad,) = torch.autograd.grad(coarse(test + delta, ref, weight).sum(), delta)
+    assert grad.shape == ref.shape and float(grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="max_side"):
+        FlipLoss(max_side=8)
+
+
 class PatternBelow:
     """Loss: the change's correlation with a fixed +-1 pattern; done below ``-target``."""
 

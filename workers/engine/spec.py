@@ -101,6 +101,10 @@ class AttackSpec:
     """Additive budgets: add this times the change's mean FLIP (over the mask, at
     ``flip_ppd``; :class:`FlipLoss`) to the loss; 0: no visibility penalty."""
     flip_ppd: float = FLIP_PPD
+    flip_max_side: int | None = None
+    """FLIP penalty on images larger than this (pixels, longer side): averaged down by an
+    integer factor ``k`` and compared at ``flip_ppd / k`` (:class:`FlipLoss`); None: at
+    full resolution."""
 
     @property
     def alpha(self) -> float:
@@ -213,7 +217,7 @@ def build_attack(
         random_start=spec.random_start,
         check_every=spec.check_every,
         shrink=spec.shrink,
-        penalty=FlipLoss(spec.flip_ppd) if spec.flip_weight > 0 else None,
+        penalty=FlipLoss(spec.flip_ppd, spec.flip_max_side) if spec.flip_weight > 0 else None,
         penalty_weight=spec.flip_weight,
     )
 
