@@ -43,6 +43,11 @@ def test_visibility_presets_search_a_perceptual_budget_with_overrides() -> None:
     assert eps == sorted(eps) and config.level_spec(0).eps < config.level_spec(2).eps
     assert {s.transform for s in config.spec.eot} >= {"median", "blur", "quantise"}
     assert SEARCH_PLANS["subtle"].cap == 90 and SEARCH_PLANS["strong"].cap is None
+    plan = config.search
+    assert config.level_spec(1).flip_weight == plan.flip_weight > 0
+    assert config.level_spec(1).ssim_weight == plan.ssim_weight > 0
+    shrink = config.level_spec(1, shrink=True)
+    assert shrink.ssim_weight == plan.refine_ssim_weight and shrink.shrink == plan.shrink
 
 
 def _vis(q: int, below_min: bool = False) -> FaceVisibility:

@@ -7,7 +7,8 @@
 * budgets (L-inf, L2, perceptual luma/chroma, SSIM floor, universal trigger, per-group triggers) and
   optimisers (sign, momentum, RMS-normalised momentum, Adam);
 * one loop, ``IterativeAttack``, built from an ``AttackSpec`` (presets: FGSM ... TI-DI-MI-FGSM),
-  with an ``on_step`` callback, and ``ScaleSearch`` to shrink a result while it still holds.
+  with an ``on_step`` callback and a change penalty (FLIP, ``1 - SSIM``, ``PenaltySum``), and
+  ``ScaleSearch`` to shrink a result while it still holds.
 """
 
 from workers.engine.attack import AttackResult, IterativeAttack, OnStep, StepEvent
@@ -36,6 +37,7 @@ from workers.engine.objectives import (
     dodging_loss,
     impersonation_loss,
 )
+from workers.engine.penalties import PenaltySum
 from workers.engine.perceptual import PerceptualBudget
 from workers.engine.rescale import RandomRescale
 from workers.engine.shrink import ScaleResult, ScaleSearch
@@ -52,10 +54,11 @@ from workers.engine.spec import (
     ifgsm,
     make_diversity,
     make_eot,
+    make_penalty,
     mifgsm,
     ti_dimifgsm,
 )
-from workers.engine.ssim import SsimFloor, ssim
+from workers.engine.ssim import SsimFloor, SsimLoss, ssim, ssim_map
 from workers.engine.threshold import Binarise, Grayscale, luma
 from workers.engine.transforms import (
     EOT,
@@ -106,6 +109,7 @@ __all__ = [
     "ObjectiveValue",
     "OnStep",
     "OutputLoss",
+    "PenaltySum",
     "PerceptualBudget",
     "Persistent",
     "Quantise8bit",
@@ -117,6 +121,7 @@ __all__ = [
     "SharedBudget",
     "SignUpdate",
     "SsimFloor",
+    "SsimLoss",
     "StepEvent",
     "Sum",
     "TotalVariationPenalty",
@@ -135,7 +140,9 @@ __all__ = [
     "luma",
     "make_diversity",
     "make_eot",
+    "make_penalty",
     "mifgsm",
     "ssim",
+    "ssim_map",
     "ti_dimifgsm",
 ]

@@ -11,16 +11,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from workers.engine.attack import IterativeAttack
+from workers.engine.attack import IterativeAttack, Penalty
 from workers.engine.budget import Budget, L2Budget, LinfBudget, SharedBudget, TriggerBudget
 from workers.engine.diversity import InputDiversity
 from workers.engine.filters import GaussianBlur, MedianSmooth, Quantise8bit
 from workers.engine.flip import FLIP_PPD, FlipLoss
 from workers.engine.jpeg import DifferentiableJpeg
+from workers.engine.penalties import PenaltySum
 from workers.engine.perceptual import PerceptualBudget
 from workers.engine.rescale import RandomRescale
 from workers.engine.smoothing import GradientSmoothing
-from workers.engine.ssim import SsimFloor
+from workers.engine.ssim import SsimFloor, SsimLoss
 from workers.engine.threshold import Binarise, Grayscale
 from workers.engine.transforms import EOT, Compose, RandomApply, Transform
 from workers.engine.update import AdamUpdate, MomentumUpdate, RmsUpdate, SignUpdate, UpdateRule
@@ -97,6 +98,9 @@ class AttackSpec:
     shrink: float | None = None
     """Shrink mode of the loop: a done sample's delta is multiplied by this and attacked on
     (see :class:`IterativeAttack`); None: done samples are frozen."""
+    recover_weight: float = 1.0
+    """Shrink mode with a penalty: its weight, relative to the penalty's own, on a sample
+    that lost the margin and steps back on its loss."""
     flip_weight: float = 0.0
     """Additive budgets: add this times the change's mean FLIP (over the mask, at
     ``flip_ppd``; :class:`FlipLoss`) to the loss; 0: no visibility penalty."""
@@ -105,6 +109,9 @@ class AttackSpec:
     """FLIP penalty on images larger than this (pixels, longer side): averaged down by an
     integer factor ``k`` and compared at ``flip_ppd / k`` (:class:`FlipLoss`); None: at
     full resolution."""
+    ssim_weight: float = 0.0
+    """Additive budgets: add this times the change's mean structural dissimilarity
+    ``1 - SSIM`` (luma, over the mask; :class:`SsimLoss`) to the loss; 0: none."""
 
     @property
     def alpha(self) -> float:
@@ -138,6 +145,8 @@ class AttackSpec:
             text += f", SSIM >= {self.ssim_floor:g}"
         if self.flip_weight > 0:
             text += f", FLIP penalty x{self.flip_weight:g}"
+        if self.ssim_weight > 0:
+            text += f", 1-SSIM penalty x{self.ssim_weight:g}"
         return text + (" with 8-bit rounding" if self.quantise else "")
 
     def with_(self, **changes: Any) -> AttackSpec:
@@ -217,9 +226,19 @@ def build_attack(
         random_start=spec.random_start,
         check_every=spec.check_every,
         shrink=spec.shrink,
-        penalty=FlipLoss(spec.flip_ppd, spec.flip_max_side) if spec.flip_weight > 0 else None,
-        penalty_weight=spec.flip_weight,
+        penalty=make_penalty(spec),
+        recover_weight=spec.recover_weight,
     )
+
+
+def make_penalty(spec: AttackSpec) -> Penalty | None:
+    """The spec's visibility penalty: FLIP and/or ``1 - SSIM``, weighted; None: neither."""
+    terms: list[tuple[Penalty, float]] = []
+    if spec.flip_weight > 0:
+        terms.append((FlipLoss(spec.flip_ppd, spec.flip_max_side), spec.flip_weight))
+    if spec.ssim_weight > 0:
+        terms.append((SsimLoss(), spec.ssim_weight))
+    return PenaltySum(terms) if terms else None
 
 
 # --- the named attacks as presets of the spec ------------------------------------------------

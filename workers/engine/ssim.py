@@ -1,15 +1,16 @@
-"""Structural similarity (SSIM, Wang et al. 2004) and a budget that keeps a floor on it.
+"""Structural similarity (SSIM, Wang et al. 2004): a floor budget and a penalty.
 
 :func:`ssim` is differentiable and per sample (on luma, Gaussian window sigma 1.5, the
-usual constants for a data range of 1). :class:`SsimFloor` wraps any additive budget: after
-the inner projection, a sample whose SSIM to the clean image fell below ``floor`` has its
-change scaled down, by bisection on the scale, until it is back above the floor.
+usual constants for a data range of 1); :func:`ssim_map` is its per-window map.
+:class:`SsimFloor` wraps any additive budget: after the inner projection, a sample whose
+SSIM to the clean image fell below ``floor`` has its change scaled down, by bisection on
+the scale, until it is back above the floor. :class:`SsimLoss` is the attack loop's penalty
+form: the mean structural dissimilarity ``1 - SSIM`` over a region.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from workers.engine.budget import Budget
@@ -19,22 +20,93 @@ from workers.engine.threshold import luma
 _C1, _C2 = 0.01**2, 0.03**2
 
 
-def ssim(x: Tensor, y: Tensor, sigma: float = 1.5) -> Tensor:
-    """Mean SSIM ``[B]`` of the luma of ``x`` and ``y`` ``[B, C, H, W]`` in [0, 1]."""
-    a, b = luma(x), luma(y)
-    taps = gaussian_profile(sigma, radius=int(3.5 * sigma + 0.5)).to(x.device, x.dtype)
-    row, col = taps.view(1, 1, 1, -1), taps.view(1, 1, -1, 1)
+def _radius(sigma: float) -> int:
+    return int(3.5 * sigma + 0.5)
 
-    def blur(z: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(z, row), col)  # valid windows only, as skimage does not pad
 
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
+def _valid_blur(z: Tensor, taps: list[float]) -> Tensor:
+    """Separable blur of ``z`` ``[B, C, H, W]`` over full windows only (skimage's valid
+    region, no padding), as weighted sums of shifted views: on CPU several times faster,
+    forward and backward, than a thin convolution."""
+    k = len(taps)
+    height, width = z.shape[-2:]
+    rows = z[..., :, : width - k + 1] * taps[0]
+    for i in range(1, k):
+        rows = rows + z[..., :, i : i + width - k + 1] * taps[i]
+    out = rows[..., : height - k + 1, :] * taps[0]
+    for i in range(1, k):
+        out = out + rows[..., i : i + height - k + 1, :] * taps[i]
+    return out
+
+
+def _taps(sigma: float) -> list[float]:
+    profile: list[float] = gaussian_profile(sigma, radius=_radius(sigma)).tolist()
+    return profile
+
+
+def _combine(mu_a: Tensor, mu_b: Tensor, var_a: Tensor, var_b: Tensor, cov: Tensor) -> Tensor:
     num = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
     den = (mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2)
-    return (num / den).flatten(1).mean(dim=1)
+    return num / den
+
+
+def ssim_map(x: Tensor, y: Tensor, sigma: float = 1.5) -> Tensor:
+    """SSIM ``[B, 1, H - 2r, W - 2r]`` of the luma of ``x`` and ``y`` ``[B, C, H, W]`` in
+    [0, 1], one value per full Gaussian window (radius ``r``; skimage's valid region)."""
+    a, b = luma(x), luma(y)
+    m = _valid_blur(torch.cat([a, b, a * a, b * b, a * b], dim=1), _taps(sigma))
+    mu_a, mu_b = m[:, 0:1], m[:, 1:2]
+    return _combine(mu_a, mu_b, m[:, 2:3] - mu_a**2, m[:, 3:4] - mu_b**2, m[:, 4:5] - mu_a * mu_b)
+
+
+def ssim(x: Tensor, y: Tensor, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM ``[B]`` of the luma of ``x`` and ``y`` ``[B, C, H, W]`` in [0, 1]."""
+    return ssim_map(x, y, sigma).flatten(1).mean(dim=1)
+
+
+class SsimLoss:
+    """Penalty ``[B]``: mean ``1 - SSIM`` of ``test`` against ``reference`` over a region.
+
+    ``weight`` ``[B or 1, 1, H, W]`` (e.g. the face mask) weights each window by its value
+    at the window's centre; without it every window counts. Images smaller than a window
+    cost nothing. The reference side (its luma, local means and variances) is kept from the
+    last call: an attack compares every step against the same clean image.
+    """
+
+    def __init__(self, sigma: float = 1.5) -> None:
+        self.sigma = float(sigma)
+        self._taps = _taps(self.sigma)
+        self._cached: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    def _reference_side(self, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Luma, local mean and local variance of ``reference``, without gradient."""
+        if self._cached is not None:
+            seen, b, mu_b, var_b = self._cached
+            if seen.shape == reference.shape and torch.equal(seen, reference):
+                return b, mu_b, var_b
+        with torch.no_grad():
+            b = luma(reference)
+            m = _valid_blur(torch.cat([b, b * b], dim=1), self._taps)
+            mu_b, var_b = m[:, 0:1], m[:, 1:2] - m[:, 0:1] ** 2
+        self._cached = (reference.detach().clone(), b, mu_b, var_b)
+        return b, mu_b, var_b
+
+    def __call__(self, test: Tensor, reference: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The weighted mean dissimilarity of each sample."""
+        r = _radius(self.sigma)
+        if min(test.shape[-2:]) <= 2 * r:
+            return test.new_zeros(test.shape[0])
+        b, mu_b, var_b = self._reference_side(reference)
+        a = luma(test)
+        m = _valid_blur(torch.cat([a, a * a, a * b], dim=1), self._taps)
+        mu_a = m[:, 0:1]
+        similar = _combine(mu_a, mu_b, m[:, 1:2] - mu_a**2, var_b, m[:, 2:3] - mu_a * mu_b)
+        dissimilar = 1.0 - similar
+        if weight is None:
+            return dissimilar.flatten(1).mean(1)
+        w = weight[..., r : weight.shape[-2] - r, r : weight.shape[-1] - r].to(test.dtype)
+        w = w.expand_as(dissimilar)
+        return (dissimilar * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1e-12)
 
 
 class SsimFloor:
