@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from torch import Tensor
@@ -139,23 +137,3 @@ def test_shrink_steps_that_all_hold_skip_the_models_backward() -> None:
     _CountingBackward.calls = 0
     run(CountedMeanBelow(0.25))  # never holds: the objective's gradient is needed
     assert _CountingBackward.calls == 6
-
-
-def test_a_sample_that_lost_the_margin_steps_with_recover_weight_times_the_penalty() -> None:
-    """Never held: with recover_weight 0 the steps ignore the penalty (as with none), with
-    the default 1 they do not."""
-    x = _x()
-    init = torch.full_like(x, 0.05)
-    gen = torch.Generator().manual_seed(0)
-    init = init + 0.02 * torch.rand(x.shape, generator=gen)
-
-    def run(penalty: Callable[..., Tensor] | None, recover: float) -> Tensor:
-        attack = IterativeAttack(
-            LinfBudget(0.2), RmsUpdate(), 0.002, steps=5, shrink=0.9, penalty=penalty,
-            penalty_weight=50.0, recover_weight=recover,
-        )  # fmt: skip
-        return attack.run(x, MeanBelow(-1.0), init=init).delta
-
-    plain = run(None, 1.0)
-    assert torch.allclose(run(_l2, 0.0), plain)
-    assert not torch.allclose(run(_l2, 1.0), plain, atol=1e-4)

@@ -87,8 +87,8 @@ class IterativeAttack:
 
     ``penalty`` (additive budgets) is added to every sample's loss, times
     ``penalty_weight``. In shrink mode a sample that holds then steps on the penalty alone,
-    one that lost the margin on its loss plus ``recover_weight`` times the penalty, and the
-    delta kept is the one with the lowest penalty among those that held.
+    one that lost it on its loss plus the penalty, and the delta kept is the one with the
+    lowest penalty among those that held.
     """
 
     def __init__(
@@ -104,7 +104,6 @@ class IterativeAttack:
         shrink: float | None = None,
         penalty: Penalty | None = None,
         penalty_weight: float = 1.0,
-        recover_weight: float = 1.0,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -123,7 +122,6 @@ class IterativeAttack:
         self.shrink = shrink
         self.penalty = penalty
         self.penalty_weight = float(penalty_weight)
-        self.recover_weight = float(recover_weight)
 
     def run(
         self,
@@ -213,7 +211,7 @@ class IterativeAttack:
                 elif bool(finished.all()):  # all held: the gradient needs no backward
                     loss = cost  # through the models (same step, far cheaper)
                 else:
-                    loss = torch.where(finished, cost, loss + self.recover_weight * cost)
+                    loss = torch.where(finished, 0.0, loss) + cost
             if self.shrink is not None:  # held: remember, shrink, and stay in the batch
                 held = active[finished]
                 if self.penalty is None:

@@ -98,9 +98,6 @@ class AttackSpec:
     shrink: float | None = None
     """Shrink mode of the loop: a done sample's delta is multiplied by this and attacked on
     (see :class:`IterativeAttack`); None: done samples are frozen."""
-    recover_weight: float = 1.0
-    """Shrink mode with a penalty: its weight, relative to the penalty's own, on a sample
-    that lost the margin and steps back on its loss."""
     flip_weight: float = 0.0
     """Additive budgets: add this times the change's mean FLIP (over the mask, at
     ``flip_ppd``; :class:`FlipLoss`) to the loss; 0: no visibility penalty."""
@@ -227,7 +224,6 @@ def build_attack(
         check_every=spec.check_every,
         shrink=spec.shrink,
         penalty=make_penalty(spec),
-        recover_weight=spec.recover_weight,
     )
 
 

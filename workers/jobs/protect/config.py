@@ -80,9 +80,6 @@ class SearchPlan:
     (DEVELOPERS.md)."""
     refine_ssim_weight: float = 1.0
     """The same in the shrink phase."""
-    recover_weight: float = 1.0
-    """Shrink phase: the penalties' weight, relative to the above, on a face that lost the
-    margin and steps back on dodging."""
 
     @property
     def steps(self) -> int:
@@ -155,7 +152,6 @@ class CloakConfig:
                 shrink=plan.shrink,
                 flip_weight=plan.refine_flip_weight,
                 ssim_weight=plan.refine_ssim_weight,
-                recover_weight=plan.recover_weight,
             )
         return self.spec.with_(
             eps=eps,
