@@ -100,7 +100,7 @@ def _max_colour_distance() -> float:
 _CMAX = _max_colour_distance()
 
 
-def _smooth_size(n: int) -> int:
+def smooth_fft_size(n: int) -> int:
     """The smallest size >= ``n`` whose prime factors are 2, 3 and 5."""
     while True:
         m = n
@@ -159,7 +159,8 @@ class FlipLoss:
         """
         h, w, r = t.shape[-2], t.shape[-1], self.radius
         # pad to sizes with small prime factors (FFTs of a prime length are several x slower)
-        extra_h, extra_w = _smooth_size(h + 2 * r) - h - 2 * r, _smooth_size(w + 2 * r) - w - 2 * r
+        extra_h = smooth_fft_size(h + 2 * r) - h - 2 * r
+        extra_w = smooth_fft_size(w + 2 * r) - w - 2 * r
         padded = F.pad(t, (r, r + extra_w, r, r + extra_h), mode="replicate")
         ph, pw = padded.shape[-2:]
         key = (bank, ph, pw, t.device)

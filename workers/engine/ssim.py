@@ -11,10 +11,12 @@ form: the mean structural dissimilarity ``1 - SSIM`` over a region.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from workers.engine.budget import Budget
 from workers.engine.filters import gaussian_profile
+from workers.engine.flip import smooth_fft_size
 from workers.engine.threshold import luma
 
 _C1, _C2 = 0.01**2, 0.03**2
@@ -24,24 +26,50 @@ def _radius(sigma: float) -> int:
     return int(3.5 * sigma + 0.5)
 
 
-def _valid_blur(z: Tensor, taps: list[float]) -> Tensor:
-    """Separable blur of ``z`` ``[B, C, H, W]`` over full windows only (skimage's valid
-    region, no padding), as weighted sums of shifted views: on CPU several times faster,
-    forward and backward, than a thin convolution."""
-    k = len(taps)
-    height, width = z.shape[-2:]
-    rows = z[..., :, : width - k + 1] * taps[0]
-    for i in range(1, k):
-        rows = rows + z[..., :, i : i + width - k + 1] * taps[i]
-    out = rows[..., : height - k + 1, :] * taps[0]
-    for i in range(1, k):
-        out = out + rows[..., i : i + height - k + 1, :] * taps[i]
-    return out
+class _ValidBlur:
+    """Separable Gaussian blur over full windows only (skimage's valid region, no padding).
+
+    By FFT: a circular correlation on a grid zero-padded to a size with small prime
+    factors, where no valid window wraps; the transfer function is cached per size. On
+    CPU it is several times faster, forward and backward, than a thin convolution or
+    shifted views.
+    """
+
+    def __init__(self, sigma: float) -> None:
+        self.taps = gaussian_profile(sigma, radius=_radius(sigma))
+        self._transfers: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+
+    def _transfer(self, ph: int, pw: int, like: Tensor) -> Tensor:
+        key = (ph, pw, like.dtype, like.device)
+        if key not in self._transfers:
+            if len(self._transfers) > 32:
+                self._transfers.clear()
+            k = self.taps.numel()
+            kernel = torch.zeros(ph, pw, dtype=torch.float64)
+            kernel[:k, :k] = self.taps[:, None] * self.taps[None, :]
+            spectrum = torch.fft.rfft2(kernel).conj()
+            self._transfers[key] = spectrum.to(torch.fft.rfft2(like[..., :1, :1]).dtype).to(
+                like.device
+            )
+        return self._transfers[key]
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """``z`` ``[B, C, H, W]`` blurred, ``[B, C, H - 2r, W - 2r]``."""
+        k = self.taps.numel()
+        h, w = z.shape[-2:]
+        ph, pw = smooth_fft_size(h), smooth_fft_size(w)
+        padded = F.pad(z, (0, pw - w, 0, ph - h))
+        spectrum = torch.fft.rfft2(padded) * self._transfer(ph, pw, z)
+        return torch.fft.irfft2(spectrum, s=(ph, pw))[..., : h - k + 1, : w - k + 1]
 
 
-def _taps(sigma: float) -> list[float]:
-    profile: list[float] = gaussian_profile(sigma, radius=_radius(sigma)).tolist()
-    return profile
+_BLURS: dict[float, _ValidBlur] = {}
+
+
+def _blur_for(sigma: float) -> _ValidBlur:
+    if sigma not in _BLURS:
+        _BLURS[sigma] = _ValidBlur(sigma)
+    return _BLURS[sigma]
 
 
 def _combine(mu_a: Tensor, mu_b: Tensor, var_a: Tensor, var_b: Tensor, cov: Tensor) -> Tensor:
@@ -54,7 +82,7 @@ def ssim_map(x: Tensor, y: Tensor, sigma: float = 1.5) -> Tensor:
     """SSIM ``[B, 1, H - 2r, W - 2r]`` of the luma of ``x`` and ``y`` ``[B, C, H, W]`` in
     [0, 1], one value per full Gaussian window (radius ``r``; skimage's valid region)."""
     a, b = luma(x), luma(y)
-    m = _valid_blur(torch.cat([a, b, a * a, b * b, a * b], dim=1), _taps(sigma))
+    m = _blur_for(sigma)(torch.cat([a, b, a * a, b * b, a * b], dim=1))
     mu_a, mu_b = m[:, 0:1], m[:, 1:2]
     return _combine(mu_a, mu_b, m[:, 2:3] - mu_a**2, m[:, 3:4] - mu_b**2, m[:, 4:5] - mu_a * mu_b)
 
@@ -75,7 +103,7 @@ class SsimLoss:
 
     def __init__(self, sigma: float = 1.5) -> None:
         self.sigma = float(sigma)
-        self._taps = _taps(self.sigma)
+        self._blur = _blur_for(self.sigma)
         self._cached: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     def _reference_side(self, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -86,7 +114,7 @@ class SsimLoss:
                 return b, mu_b, var_b
         with torch.no_grad():
             b = luma(reference)
-            m = _valid_blur(torch.cat([b, b * b], dim=1), self._taps)
+            m = self._blur(torch.cat([b, b * b], dim=1))
             mu_b, var_b = m[:, 0:1], m[:, 1:2] - m[:, 0:1] ** 2
         self._cached = (reference.detach().clone(), b, mu_b, var_b)
         return b, mu_b, var_b
@@ -98,7 +126,7 @@ class SsimLoss:
             return test.new_zeros(test.shape[0])
         b, mu_b, var_b = self._reference_side(reference)
         a = luma(test)
-        m = _valid_blur(torch.cat([a, a * a, a * b], dim=1), self._taps)
+        m = self._blur(torch.cat([a, a * a, a * b], dim=1))
         mu_a = m[:, 0:1]
         similar = _combine(mu_a, mu_b, m[:, 1:2] - mu_a**2, var_b, m[:, 2:3] - mu_a * mu_b)
         dissimilar = 1.0 - similar
