@@ -48,9 +48,7 @@ class _ValidBlur:
             kernel = torch.zeros(ph, pw, dtype=torch.float64)
             kernel[:k, :k] = self.taps[:, None] * self.taps[None, :]
             spectrum = torch.fft.rfft2(kernel).conj()
-            self._transfers[key] = spectrum.to(torch.fft.rfft2(like[..., :1, :1]).dtype).to(
-                like.device
-            )
+            self._transfers[key] = spectrum.to(like.device, like.dtype.to_complex())
         return self._transfers[key]
 
     def __call__(self, z: Tensor) -> Tensor:
