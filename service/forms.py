@@ -54,7 +54,13 @@ class _LimitedParser(MultiPartParser):
         super().__init__(request.headers, request.stream(), max_files=float("inf"), max_fields=100)
         self.file_limit, self.too_many = max_files, too_many
         self.max_file_bytes = max_file_bytes
-        self._sizes: dict[int, int] = {}
+        # bytes of the current part, reset at each part (a dict keyed by id(part) credited a
+        # freed part's size to the next part that reused its id: a spurious file_too_large)
+        self._part_bytes = 0
+
+    def on_part_begin(self) -> None:
+        super().on_part_begin()
+        self._part_bytes = 0
 
     def on_headers_finished(self) -> None:
         super().on_headers_finished()
@@ -64,9 +70,8 @@ class _LimitedParser(MultiPartParser):
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._current_part
         if part.file is not None:
-            size = self._sizes.get(id(part), 0) + end - start
-            self._sizes[id(part)] = size
-            if size > self.max_file_bytes:
+            self._part_bytes += end - start
+            if self._part_bytes > self.max_file_bytes:
                 name = safe_name(part.file.filename or "", 0)
                 raise ApiError(
                     413,
