@@ -119,4 +119,3 @@ def add_service_commands(sub: Any) -> None:
     worker.add_argument("--name", default=None, help="node name (default: facecloak@host-pid)")
     worker.add_argument("--log-level", default="INFO")
     worker.set_defaults(func=cmd_worker)
-

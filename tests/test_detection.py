@@ -166,9 +166,7 @@ def test_small_faces_in_a_large_photo(detectors: dict[str, FaceDetector]) -> Non
         _check_face(faces[0], canvas.shape)
 
 
-def test_no_face_and_bad_input(
-    detectors: dict[str, FaceDetector], model_store: ModelStore
-) -> None:
+def test_no_face_and_bad_input(detectors: dict[str, FaceDetector], model_store: ModelStore) -> None:
     for detector in detectors.values():
         assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
         with pytest.raises(ValueError):

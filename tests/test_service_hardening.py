@@ -149,7 +149,7 @@ def test_job_store_and_blobs_are_owner_only(tmp_path: Path) -> None:
 
 def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
     head = (
-        b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
         b"Content-Type: image/png\r\n\r\n"
     )
     yield head

@@ -166,9 +166,7 @@ def test_a_photo_over_the_upload_limit_is_explained(
     assert "too large" in text and "too_large" in text, text
 
 
-def test_a_photo_without_a_face_is_explained(
-    driver: Any, gateway: str, tmp_path: Path
-) -> None:
+def test_a_photo_without_a_face_is_explained(driver: Any, gateway: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

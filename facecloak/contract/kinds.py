@@ -92,5 +92,16 @@ PROTECT = register_kind(
         description="Protect face photos with adversarial perturbations.",
     )
 )
-BACKDOOR_SCAN = register_kind(JobKind("backdoor_scan", BackdoorScanOptions, GPU_QUEUE, "Scan an image classifier for backdoors."))  # noqa: E501
-AUGMENT = register_kind(JobKind("augment", AugmentOptions, GPU_QUEUE, "Adversarial data augmentation and AdvAmd fine-tuning of an image classifier."))  # noqa: E501
+BACKDOOR_SCAN = register_kind(
+    JobKind(
+        "backdoor_scan", BackdoorScanOptions, GPU_QUEUE, "Scan an image classifier for backdoors."
+    )
+)
+AUGMENT = register_kind(
+    JobKind(
+        "augment",
+        AugmentOptions,
+        GPU_QUEUE,
+        "Adversarial data augmentation and AdvAmd fine-tuning of an image classifier.",
+    )
+)
