@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from facecloak.contract.captcha import parse_ink
 from facecloak.settings import Settings
 
 
@@ -22,7 +24,7 @@ def cmd_captcha_generate(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         config = CaptchaConfig(length=args.length, alphabet=args.alphabet or CAPTCHA_ALPHABET)
-        ink = parse_ink(args.ink)
+        ink = ink_option(args.ink, settings)
     except (ValidationError, ValueError) as exc:
         msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
         print(f"facecloak captcha generate: {msg}", file=sys.stderr)
@@ -51,17 +53,21 @@ def cmd_captcha_generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def parse_ink(text: str | None) -> tuple[int, int] | None:
-    """``"LO,HI"`` (text colour channels, 0-255) -> ``(LO, HI)``; None: the served default."""
-    if text is None:
-        return None
-    try:
-        low, high = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--ink wants LO,HI (0-255), got {text!r}") from None
-    if not 0 <= low <= high <= 255:
-        raise ValueError(f"--ink wants 0 <= LO <= HI <= 255, got {text!r}")
-    return low, high
+def served_maker(settings: Settings) -> Callable[[], Any]:
+    """What a pool filler builds its maker with: the shipped ensemble, the settings' ink."""
+
+    def make() -> Any:
+        from workers.jobs.captcha.generator import CaptchaRenderer
+        from workers.jobs.captcha.maker import CaptchaMaker
+
+        return CaptchaMaker(renderer=CaptchaRenderer(ink=settings.captcha_ink_range))
+
+    return make
+
+
+def ink_option(text: str | None, settings: Settings) -> tuple[int, int]:
+    """``--ink LO,HI`` if given, else the served ink of ``settings``."""
+    return settings.captcha_ink_range if text is None else parse_ink(text)
 
 
 def cmd_captcha_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,7 +82,7 @@ def cmd_captcha_bench(args: argparse.Namespace, settings: Settings) -> int:
     from workers.jobs.captcha.bench import run_bench
 
     try:
-        args.ink = parse_ink(args.ink)
+        args.ink = ink_option(args.ink, settings)
     except ValueError as exc:
         print(f"facecloak captcha bench: {exc}", file=sys.stderr)
         return 2
@@ -128,7 +134,12 @@ def embedded_captcha_pool(settings: Settings) -> Any:
     from workers.jobs.captcha.pool import PoolFiller
 
     pool = LocalCaptchaPool()
-    PoolFiller(pool, target=settings.captcha_pool_target, prefill_default=False).start()
+    PoolFiller(
+        pool,
+        target=settings.captcha_pool_target,
+        make_maker=served_maker(settings),
+        prefill_default=False,
+    ).start()
     return pool
 
 
@@ -145,7 +156,11 @@ def cmd_captcha_fill(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
-    filler = PoolFiller(RedisCaptchaPool.from_url(url), target=settings.captcha_pool_target)
+    filler = PoolFiller(
+        RedisCaptchaPool.from_url(url),
+        target=settings.captcha_pool_target,
+        make_maker=served_maker(settings),
+    )
     print(f"filling CAPTCHA pools to {filler.target} each (Ctrl-C stops)")
     try:
         filler.run()
@@ -154,7 +169,7 @@ def cmd_captcha_fill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-INK_HELP = "text colour channel range LO,HI (default: the served 110,190)"
+INK_HELP = "text colour channel range LO,HI (default: FACECLOAK_CAPTCHA_INK, 110,190)"
 ROUTED_HELP = "one model per EOT copy: 3x cheaper attack, weaker transfer (docs/captcha.md)"
 
 

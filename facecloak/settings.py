@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from facecloak.contract.captcha import SERVED_INK, parse_ink
 from facecloak.images import DEFAULT_MAX_PIXELS
 
 
@@ -147,6 +148,11 @@ class Settings(BaseSettings):
     captcha_pool: bool = Field(
         default=True, description="Serve CAPTCHAs (embedded: fill the pool in this process)."
     )
+    captcha_ink: str = Field(
+        default=f"{SERVED_INK[0]},{SERVED_INK[1]}",
+        description="Text colour channel range LO,HI (0-255) of served CAPTCHAs: lighter ink "
+        "resists OCR more and has less contrast (measured trade-off in docs/captcha.md).",
+    )
     request_body_timeout_seconds: float = Field(
         default=60.0, description="Longest wait for the next chunk of a request body (408)."
     )
@@ -160,3 +166,14 @@ class Settings(BaseSettings):
         default=10.0, description="A request head not complete by then closes the connection."
     )
     max_header_bytes: int = Field(default=64 * 1024, description="Largest request head.")
+
+    @field_validator("captcha_ink")
+    @classmethod
+    def _ink_range(cls, value: str) -> str:
+        parse_ink(value)  # ValueError -> a ValidationError naming the field
+        return value
+
+    @property
+    def captcha_ink_range(self) -> tuple[int, int]:
+        """``captcha_ink`` as ``(LO, HI)``."""
+        return parse_ink(self.captcha_ink)

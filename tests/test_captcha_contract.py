@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from facecloak.contract.captcha import (
     CAPTCHA_ALPHABET,
+    SERVED_INK,
     CaptchaConfig,
     PooledCaptcha,
     answer_matches,
@@ -95,3 +96,17 @@ def test_local_pool_concurrent_verification_passes_once() -> None:
     for t in threads:
         t.join()
     assert sorted(results) == ["pass"] + ["unknown"] * 7
+
+
+def test_settings_ink_is_a_checked_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecloak.settings import Settings
+
+    monkeypatch.delenv("FACECLOAK_CAPTCHA_INK", raising=False)
+    assert Settings().captcha_ink_range == SERVED_INK
+    monkeypatch.setenv("FACECLOAK_CAPTCHA_INK", "130,200")
+    assert Settings().captcha_ink_range == (130, 200)
+    for bad in ("200,130", "0,256", "dark", "1,2,3"):
+        monkeypatch.setenv("FACECLOAK_CAPTCHA_INK", bad)
+        with pytest.raises(ValidationError, match="captcha_ink"):
+            Settings()
+

@@ -120,6 +120,26 @@ def test_cli_generate_writes_pngs_and_answers(tmp_path: Path) -> None:
     assert main(["captcha", "generate", "-n", "1", "-o", str(out), "--length", "9"]) == 2
 
 
+def test_cli_generate_and_pool_fillers_draw_the_ink_from_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facecloak.cli import main
+    from facecloak.commands_captcha import served_maker
+    from facecloak.settings import Settings
+
+    monkeypatch.setenv("FACECLOAK_CAPTCHA_INK", "200,200")
+    argv = ["captcha", "generate", "-n", "3", "--seed", "1", "--steps", "1", "-o"]
+    assert main([*argv, str(tmp_path / "light")]) == 0
+    assert main([*argv, str(tmp_path / "library"), "--ink", "10,200"]) == 0
+    eps = 24  # the attack's L-inf budget in 1/255 units
+    darkest = {
+        kind: min(int(_rgb(p.read_bytes()).min()) for p in (tmp_path / kind).glob("*.png"))
+        for kind in ("light", "library")
+    }
+    assert darkest["light"] >= 200 - eps - 1 > darkest["library"]
+    assert served_maker(Settings(captcha_ink="130,180"))().renderer.ink == (130, 180)
+
+
 class _FakeMaker:
     """Stands in for the attack: plain renders, so the filler's logic is tested alone."""
 
@@ -160,9 +180,12 @@ def test_bench_otsu_threshold_matches_scikit_image() -> None:
 
 
 def test_cli_ink_option_is_checked() -> None:
-    from facecloak.commands_captcha import parse_ink
+    from facecloak.commands_captcha import ink_option
+    from facecloak.settings import Settings
 
-    assert parse_ink(None) is None and parse_ink("150,200") == (150, 200)
+    settings = Settings(captcha_ink="120,180")
+    assert ink_option(None, settings) == (120, 180)
+    assert ink_option("150,200", settings) == (150, 200)
     for bad in ("200,150", "1,2,3", "a,b", "0,256"):
         with pytest.raises(ValueError):
-            parse_ink(bad)
+            ink_option(bad, settings)

@@ -20,6 +20,21 @@ MIN_LENGTH, MAX_LENGTH = 4, 6
 """Text lengths the OCR models were trained on."""
 MAX_ANSWER_CHARS = 32
 """Longer answers are refused before any hashing."""
+SERVED_INK = (110, 190)
+"""Default text colour channels of served CAPTCHAs (``Settings.captcha_ink``): mid-tones
+(BT.601 luma 0.43-0.75 on a 0.93-1.0 background)."""
+
+
+def parse_ink(text: str) -> tuple[int, int]:
+    """``"LO,HI"`` (text colour channel range, ``0 <= LO <= HI <= 255``) -> ``(LO, HI)``;
+    raises ``ValueError`` naming the rule."""
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"ink wants LO,HI (0-255), got {text!r}") from None
+    if not 0 <= low <= high <= 255:
+        raise ValueError(f"ink wants 0 <= LO <= HI <= 255, got {text!r}")
+    return low, high
 
 
 class CaptchaConfig(BaseModel):

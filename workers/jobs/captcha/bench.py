@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facecloak.contract.captcha import CaptchaConfig, PooledCaptcha
+from facecloak.contract.captcha import SERVED_INK, CaptchaConfig, PooledCaptcha
 from models.ocr.store import available, load_ocr
 from workers.jobs.captcha.attack import ENSEMBLE, describe
 from workers.jobs.captcha.data import to_tensor
-from workers.jobs.captcha.generator import SERVED_INK, CaptchaRenderer
+from workers.jobs.captcha.generator import CaptchaRenderer
 from workers.jobs.captcha.maker import CaptchaMaker, MadeCaptcha
 from workers.jobs.captcha.solvers import (
     PREPROCESSING,

@@ -21,9 +21,6 @@ from captcha import image as captcha_image
 
 WIDTH, HEIGHT = 160, 60
 """The rendered size (the library's default)."""
-SERVED_INK = (110, 190)
-"""Text colour channels of served CAPTCHAs: mid-tones (BT.601 luma 0.43-0.75 on a 0.93-1.0
-background). Training sets keep the library's 10-200, which contains them."""
 
 _SECRETS_LOCK = threading.Lock()
 

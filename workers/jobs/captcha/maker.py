@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facecloak.contract.captcha import CaptchaConfig, PooledCaptcha
+from facecloak.contract.captcha import SERVED_INK, CaptchaConfig, PooledCaptcha
 from models.ocr.store import load_ocr
 from workers.engine import AttackSpec
 from workers.engine.fold import attack_copy
 from workers.jobs.captcha.attack import ENSEMBLE, ROBUST_SPEC, make_robust
 from workers.jobs.captcha.data import to_tensor, to_uint8
-from workers.jobs.captcha.generator import SERVED_INK, CaptchaRenderer, random_text
+from workers.jobs.captcha.generator import CaptchaRenderer, random_text
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
