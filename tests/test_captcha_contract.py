@@ -109,4 +109,3 @@ def test_settings_ink_is_a_checked_range(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setenv("FACECLOAK_CAPTCHA_INK", bad)
         with pytest.raises(ValidationError, match="captcha_ink"):
             Settings()
-
