@@ -21,7 +21,9 @@ from tests.backdoor_fixtures import (  # noqa: F401 (fixtures)
     tiny_graph,
     zoo_dir,
 )
+from workers.jobs.backdoor.cleanse import CleanseSettings, reverse_engineer
 from workers.jobs.backdoor.job import scan, scan_bundle
+from workers.jobs.backdoor.scores import stamp_failure
 
 FAST = BackdoorScanOptions(iterations=10, cleanse_steps=100, data_seeds=24)
 
@@ -61,6 +63,22 @@ def test_the_clean_model_scores_below_the_backdoored_one(
     good = scan(load_classifier(clean_onnx), None, data, FAST).report
     assert max(good.scores) < max(bad.scores)
     assert not good.suspicious and good.target_class is None and good.source_class is None
+
+
+def test_a_planted_patch_survives_the_compact_stamp_and_natural_triggers_do_not(
+    patch_onnx: bytes,  # noqa: F811
+    clean_onnx: bytes,  # noqa: F811
+) -> None:
+    data = torch.from_numpy(sample_images())
+    settings = CleanseSettings(steps=FAST.cleanse_steps)
+    bad = reverse_engineer(load_classifier(patch_onnx), data, 10, settings)
+    good = reverse_engineer(load_classifier(clean_onnx), data, 10, settings)
+    assert int(bad.stamp_success.argmax()) == 3 and float(bad.stamp_success[3]) >= 0.8
+    assert float(good.stamp_success.max()) <= 0.3, good.stamp_success
+    assert bad.stamp_trials[3] == int((load_classifier(patch_onnx)(data).argmax(1) != 3).sum())
+    failure = stamp_failure(bad.stamp_success, bad.stamp_trials)
+    floor = 1 / float(bad.stamp_trials[3])
+    assert float(failure[3]) == pytest.approx(max(1 - float(bad.stamp_success[3]), floor))
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from workers.engine import (
     Ensemble,
     EotStep,
     Expectation,
+    GroupTriggerBudget,
     Identity,
     IterativeAttack,
     L1Penalty,
@@ -255,3 +256,16 @@ def test_spec_names_and_presets() -> None:
     attack = build_attack(spec, diversity_at_input=False)
     assert isinstance(attack.update, type(build_attack(mifgsm(0.1)).update))
     assert isinstance(build_attack(ifgsm(0.1)).update, SignUpdate)
+
+
+def test_group_trigger_compact_keeps_each_masks_largest_pixels_as_a_hard_stamp() -> None:
+    budget = GroupTriggerBudget(torch.tensor([0, 1]), 2)
+    param = budget.initial(torch.zeros(2, 3, 5, 5), gen())
+    masks, patterns = budget.split(param)
+    masks[0, 0, 1, 2], masks[0, 0, 4, 4], masks[1, 0, 0, 0] = 0.9, 0.7, 0.3
+    stamps = budget.compact(param, pixels=2)
+    kept, same = budget.split(stamps)
+    assert torch.equal(same, patterns) and set(kept.unique().tolist()) == {0.0, 1.0}
+    assert kept.flatten(1).sum(1).tolist() == [2.0, 2.0]
+    assert kept[0, 0, 1, 2] == 1 and kept[0, 0, 4, 4] == 1 and kept[1, 0, 0, 0] == 1
+    assert param.shape == stamps.shape and masks[0, 0, 1, 2] == 0.9  # the input is untouched

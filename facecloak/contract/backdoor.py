@@ -60,6 +60,8 @@ class ClassScore(BaseModel):
     bias_distance: float | None = None
     trigger_norm: float | None = None
     trigger_norm_reference: float | None = None
+    stamp_success: float | None = None
+    """Share of the inputs the class's trigger, cut to a small hard stamp, sends to it."""
 
 
 class BackdoorReport(BaseModel):

@@ -68,6 +68,16 @@ class GroupTriggerBudget:
         """``[G]`` L1 norm of each group's mask."""
         return self.split(param)[0].detach().abs().flatten(1).sum(1)
 
+    def compact(self, param: Tensor, pixels: int) -> Tensor:
+        """``param`` with each group's mask cut to its ``pixels`` largest values, set to 1
+        (the rest 0): the trigger as a small hard stamp, patterns unchanged."""
+        masks, patterns = self.split(param.detach())
+        flat = masks.flatten(1)
+        keep = torch.zeros_like(flat).scatter_(
+            1, flat.topk(min(pixels, flat.shape[1])).indices, 1.0
+        )
+        return torch.cat([keep.view_as(masks), patterns], 1).view_as(param)
+
 
 class Persistent:
     """``objective`` with ``done`` always False: the attack runs all its steps."""

@@ -127,6 +127,8 @@ def _signals(run: ModelRun) -> dict[str, Tensor]:
     out = {"steps": run.bias.steps}
     if run.triggers is not None:
         out["norms"] = run.triggers.norms
+        out["stamp_success"] = run.triggers.stamp_success
+        out["stamp_trials"] = run.triggers.stamp_trials
     if run.pairs is not None:
         out["pair_norms"] = run.pairs.norms
     return out

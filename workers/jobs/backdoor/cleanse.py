@@ -36,6 +36,10 @@ class CleanseSettings:
     per_class: int = 16
     l1_weight: float = 0.01
     seed: int = 0
+    stamp_share: float = 0.01
+    """The compact stamp keeps this share of the image's pixels of each mask, and at least
+    ``stamp_min`` (8: 1% of 28x28)."""
+    stamp_min: int = 8
 
 
 @dataclass
@@ -50,6 +54,13 @@ class Triggers:
     """``[K]`` L1 norm of each mask (pixels)."""
     success: Tensor
     """``[K]`` share of the inputs the trigger sends to its class."""
+    stamp_success: Tensor
+    """``[K]`` share of the inputs (all given, less those already in the class) that the
+    trigger cut to a small hard stamp (its mask's largest ``stamp_share`` of pixels, set to
+    1) sends to the class: a planted patch or blend survives the cut, a class's natural
+    strokes, spread over the image, mostly do not."""
+    stamp_trials: Tensor
+    """``[K]`` how many inputs each stamp was tried on."""
 
 
 def reverse_engineer(
@@ -71,7 +82,38 @@ def reverse_engineer(
     with torch.no_grad():
         hit = model(budget.apply(result.param, x)).argmax(1) == group
     success = hit.float().view(classes, count).mean(1)
-    return Triggers(masks.detach(), patterns.detach(), budget.mask_norms(result.param), success)
+    area = inputs.shape[-2] * inputs.shape[-1]
+    pixels = min(area, max(settings.stamp_min, round(settings.stamp_share * area)))
+    stamp_success, trials = _stamp_success(
+        model, inputs, budget.compact(result.param, pixels), budget
+    )
+    return Triggers(
+        masks.detach(),
+        patterns.detach(),
+        budget.mask_norms(result.param),
+        success,
+        stamp_success,
+        trials,
+    )
+
+
+def _stamp_success(
+    model: Model, inputs: Tensor, stamps: Tensor, budget: GroupTriggerBudget
+) -> tuple[Tensor, Tensor]:
+    """Per class: the share of ``inputs`` not already in it that its stamp sends there,
+    and how many inputs that was."""
+    masks, patterns = budget.split(stamps)
+    classes = masks.shape[0]
+    success, trials = torch.zeros(classes), torch.zeros(classes)
+    with torch.no_grad():
+        pred = model(inputs).argmax(1)
+        for t in range(classes):
+            x = inputs[pred != t]
+            trials[t] = len(x)
+            if len(x):
+                stamped = (1.0 - masks[t]) * x + masks[t] * patterns[t]
+                success[t] = (model(stamped).argmax(1) == t).float().mean()
+    return success, trials
 
 
 @dataclass

@@ -51,6 +51,8 @@ from workers.jobs.backdoor.scores import (
     pair_source,
     relative,
     source_of,
+    stamp_failure,
+    stamp_level,
 )
 
 PAIR_RATIO = 0.5
@@ -120,10 +122,14 @@ def _cached(
 
 
 def _signals(run: ModelRun, ref: ModelRun | None) -> list[Tensor]:
+    """Steps and trigger norms (relative to the reference's), and stamp failures (never
+    relative: what a class's natural strokes give is already cut away by the stamp, and a
+    ratio of two small failure rates is mostly noise)."""
     signals = [relative(run.bias.steps, ref.bias.steps if ref else None)]
     if run.triggers is not None:
         ref_norms = ref.triggers.norms if ref and ref.triggers is not None else None
         signals.append(relative(run.triggers.norms, ref_norms))
+        signals.append(stamp_failure(run.triggers.stamp_success, run.triggers.stamp_trials))
     return signals
 
 
@@ -151,6 +157,9 @@ def _class_rows(
                 trigger_norm=round(float(run.triggers.norms[k]), 3) if run.triggers else None,
                 trigger_norm_reference=(
                     round(float(ref.triggers.norms[k]), 3) if ref and ref.triggers else None
+                ),
+                stamp_success=(
+                    round(float(run.triggers.stamp_success[k]), 3) if run.triggers else None
                 ),
             )
         )
@@ -240,7 +249,10 @@ def scan(
     ref = _cached(runs, reference, seeds, data, options) if reference is not None else None
     _report(progress, steps_total - 2, steps_total)
     pairs = _pair_scores(run, ref)
-    scores = class_scores(_signals(run, ref), pairs)
+    levels = None
+    if run.triggers is not None:
+        levels = stamp_level(run.triggers.stamp_success, run.triggers.stamp_trials)
+    scores = class_scores(_signals(run, ref), pairs, levels)
     best = int(scores.argmax())
     suspicious = bool(scores[best] > options.threshold)
     target = best if suspicious else None

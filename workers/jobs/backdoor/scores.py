@@ -20,9 +20,18 @@ SPREAD_FLOOR = 0.2
 """Smallest spread (scaled MAD of the logs) an index divides by: over ten classes a spread
 below ~20% is noise between models of one task (tuned on the bench's ``tune`` split)."""
 
-WEIGHTS = (0.5, 1.25, 0.75)
-"""Weights of the steps, trigger-norm and pair signals' indices before the maximum: the
-steps of I-FGSM vary most between clean models, pairs are many (more chance extremes)."""
+SIGNAL_WEIGHTS = (0.5, 1.25, 0.7)
+"""Weights of the steps, trigger-norm and stamp-failure indices before the maximum: the
+steps of I-FGSM vary most between clean models; the stamp's weight keeps every clean model
+of both tasks' ``tune`` splits under the threshold."""
+PAIR_WEIGHT = 0.75
+"""Weight of a class's most anomalous pair index (pairs are many: more chance extremes)."""
+STAMP_LEVEL_WEIGHT = 1.15
+"""Weight of the stamp's success as log-odds (:func:`stamp_level`), whatever the other
+classes do: 3.5 (the default threshold) at 95.5% of the inputs moved. On both tasks'
+``tune`` splits the highest clean class reached 93% and the lowest all-to-one target 98%;
+the cut is between them. (Letter glyphs share strokes, so on a clean glyph model several
+classes reach 60-90% and a backdoor target's index over the classes can stay low.)"""
 
 
 def anomaly_low(values: Tensor, floor: float = SPREAD_FLOOR) -> Tensor:
@@ -33,18 +42,37 @@ def anomaly_low(values: Tensor, floor: float = SPREAD_FLOOR) -> Tensor:
     return ((median - logs) / mad.clamp_min(floor)).clamp_min(0.0)
 
 
+def stamp_failure(success: Tensor, trials: Tensor) -> Tensor:
+    """``1 - success`` of each class's compact stamp, floored at one input in its trials
+    (a stamp that moved every input is as anomalous as one that missed a single one)."""
+    return (1.0 - success).clamp_min(0.0).maximum(1.0 / trials.clamp_min(1.0))
+
+
+def stamp_level(success: Tensor, trials: Tensor) -> Tensor:
+    """Log-odds of each stamp's success, its share kept one input away from 0 and 1 (0 for
+    a stamp tried on fewer than two inputs)."""
+    floor = 1.0 / trials.clamp_min(2.0)
+    share = torch.minimum(success.maximum(floor), 1.0 - floor)
+    return (share / (1.0 - share)).log()
+
+
 def relative(values: Tensor, reference: Tensor | None) -> Tensor:
     """``values / reference`` (per class) when there is a reference, else the values."""
     return values if reference is None else values / reference.clamp_min(1e-6)
 
 
-def class_scores(signals: list[Tensor], pairs: Tensor | None = None) -> Tensor:
+def class_scores(
+    signals: list[Tensor], pairs: Tensor | None = None, levels: Tensor | None = None
+) -> Tensor:
     """``[K]`` the largest weighted anomaly index of each class over the signals (steps,
-    trigger norms) and, given the ``[K, K]`` pair indices, its most anomalous source.
+    trigger norms, stamp failures; those given), given the ``[K, K]`` pair indices its most
+    anomalous source, and given the stamps' :func:`stamp_level`, that level (weighted).
     """
-    indices = [w * anomaly_low(s) for w, s in zip(WEIGHTS, signals, strict=False)]
+    indices = [w * anomaly_low(s) for w, s in zip(SIGNAL_WEIGHTS, signals, strict=False)]
     if pairs is not None:
-        indices.append(WEIGHTS[2] * pairs.max(0).values)
+        indices.append(PAIR_WEIGHT * pairs.max(0).values)
+    if levels is not None:
+        indices.append(STAMP_LEVEL_WEIGHT * levels)
     return torch.stack(indices).max(0).values
 
 
