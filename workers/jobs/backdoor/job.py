@@ -1,4 +1,4 @@
-"""The backdoor scan: load the models, run both detectors, score, localise, draw, report.
+"""The backdoor scan: load the models, run the detectors, score, localise, draw, report.
 
 :func:`scan` works on loaded classifiers (the bench calls it); :func:`scan_bundle` is the
 job handler's body (bytes of a bundle in, an :class:`ItemOutcome` with a zip of
