@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facecloak.cli_service import add_service_commands
 from facecloak.cli_tools import DEFAULT_STRENGTH, STRENGTHS, add_tool_commands, model_store
-from facecloak.contract.options import ProtectOptions
+from facecloak.contract.options import PhotoOutcome, ProtectOptions
 
 if TYPE_CHECKING:
     from facecloak.settings import Settings
@@ -112,43 +112,83 @@ def _protect_options(args: argparse.Namespace) -> ProtectOptions | None:
 
 
 def cmd_protect(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.jobs.preview import report_boxes, write_preview
-    from workers.jobs.protect import protect_photo
-    from workers.jobs.runtime import Runtime
+    from workers.jobs.protect.pool import available_cpus, pool_shape
 
     options = _protect_options(args)
     photos = _protect_inputs(args, settings) if options is not None else None
     if options is None or photos is None:
         return 2
-    runtime = Runtime(settings)
+    readable = _read_photos(photos)
+    failures = len(photos) - len(readable)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    bars = _progress_printer(not args.quiet, len(photos))
-    failures = 0
-    for path in photos:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            print(f"{path.name}: failed (unreadable): {exc}", file=sys.stderr)
+    shape = pool_shape(args.workers, len(readable), settings, available_cpus())
+    bars = _progress_printer(not args.quiet, len(readable))
+    results: Iterator[tuple[int, PhotoOutcome | Exception]]
+    if shape.workers == 1:
+        results = _protect_here(readable, options, settings, bars)
+    else:
+        from workers.jobs.protect.pool import protect_in_pool
+
+        results = protect_in_pool(readable, options, settings, shape)
+    for index, outcome in results:
+        bars.finish_photo()
+        name, data = readable[index]
+        if isinstance(outcome, Exception):
+            print(f"{name}: failed (worker_died): {outcome}", file=sys.stderr)
             failures += 1
             continue
-        outcome = protect_photo(data, path.name, options, runtime, bars.photo(path.name))
-        bars.finish_photo()
-        (out / f"{path.name}.json").write_text(json.dumps(outcome.report, indent=2))
-        if outcome.status == "protected" and outcome.output is not None:
-            (out / path.name).write_bytes(outcome.output)
-            if args.preview:
-                preview = out / f"{path.name}.preview.png"
-                boxes = report_boxes(outcome.report)
-                write_preview(data, outcome.output, preview, runtime.max_pixels, boxes)
-            print(f"{path.name}: protected ({outcome.faces} face(s))")
-        else:
-            failures += 1
-            err = outcome.error
-            reason = f"{err.code}: {err.message}" if err else outcome.status
-            print(f"{path.name}: {outcome.status} ({reason})", file=sys.stderr)
+        failures += not _write_outcome(out, name, data, outcome, args.preview, settings)
     bars.close()
     return 1 if failures else 0
+
+
+def _read_photos(photos: list[Path]) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of each readable photo; an unreadable one is reported and skipped."""
+    readable = []
+    for path in photos:
+        try:
+            readable.append((path.name, path.read_bytes()))
+        except OSError as exc:
+            print(f"{path.name}: failed (unreadable): {exc}", file=sys.stderr)
+    return readable
+
+
+def _protect_here(
+    photos: list[tuple[str, bytes]],
+    options: ProtectOptions,
+    settings: Settings,
+    bars: _ProtectProgress,
+) -> Iterator[tuple[int, PhotoOutcome]]:
+    """Protect the photos one after another in this process (with per-photo progress)."""
+    from workers.jobs.protect import protect_photo
+    from workers.jobs.runtime import Runtime
+
+    runtime = Runtime(settings)
+    for index, (name, data) in enumerate(photos):
+        yield index, protect_photo(data, name, options, runtime, bars.photo(name))
+
+
+def _write_outcome(
+    out: Path, name: str, data: bytes, outcome: PhotoOutcome, preview: bool, settings: Settings
+) -> bool:
+    """Write a photo's report (and the protected photo, and its preview); False: not protected."""
+    from workers.jobs.preview import report_boxes, write_preview
+
+    (out / f"{name}.json").write_text(json.dumps(outcome.report, indent=2))
+    if outcome.status == "protected" and outcome.output is not None:
+        (out / name).write_bytes(outcome.output)
+        if preview:
+            boxes = report_boxes(outcome.report)
+            write_preview(
+                data, outcome.output, out / f"{name}.preview.png", settings.max_pixels, boxes
+            )
+        print(f"{name}: protected ({outcome.faces} face(s))")
+        return True
+    err = outcome.error
+    reason = f"{err.code}: {err.message}" if err else outcome.status
+    print(f"{name}: {outcome.status} ({reason})", file=sys.stderr)
+    return False
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
@@ -192,6 +232,16 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facecloak", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -212,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--min-face-size", type=int, default=None, help="pixels (default 40)")
     pr.add_argument("--preview", action="store_true", help="also write a before/after PNG")
     pr.add_argument("--no-verify", action="store_true", help="skip the verification report")
+    pr.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=0,
+        help="photos protected at once, each in its own process with a share of the CPU "
+        "threads (default 0: automatic, one per CPU up to 4; 1 on a GPU)",
+    )
     pr.set_defaults(func=cmd_protect)
 
     sa = sub.add_parser("sample", help="fetch the pinned sample photo and print its path")

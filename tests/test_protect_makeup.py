@@ -114,3 +114,21 @@ def test_makeup_composes_with_random_apply_and_caches_per_face() -> None:
     assert len(filt._cache) == 2  # masks rasterised once per distinct face
     subset = filt.masks(lm[1:3], 64, 64)["lips"]
     assert torch.equal(subset, filt.masks(lm, 64, 64)["lips"][1:3])
+
+
+def test_feather_blurs_only_the_mask_box_and_matches_a_whole_frame_blur() -> None:
+    from workers.jobs.protect.makeup import feather
+
+    sigma, radius = 2.5, 8
+    mask = torch.zeros(2, 1, 60, 80)
+    mask[0, 0, 20:30, 30:40] = 1.0
+    mask[1, 0, 0:4, 70:80] = 0.5  # touches the frame's edges: zero padding there too
+    coords = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    profile = torch.exp(-(coords**2) / (2 * sigma**2))
+    profile = (profile / profile.sum()).float()
+    whole = torch.nn.functional.conv2d(mask, profile.view(1, 1, 1, -1), padding=(0, radius))
+    whole = torch.nn.functional.conv2d(whole, profile.view(1, 1, -1, 1), padding=(radius, 0))
+    out = feather(mask, sigma)
+    assert torch.allclose(out, whole.clamp(0, 1), atol=1e-6)
+    assert out[0, 0, 25, 35] < 1.0 and out[0, 0, 25, 35 + radius + 6] == 0.0
+    assert torch.equal(feather(torch.zeros(1, 1, 9, 9), sigma), torch.zeros(1, 1, 9, 9))

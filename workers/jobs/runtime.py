@@ -55,6 +55,11 @@ class Runtime:
         """Decoy faces per model (see :mod:`workers.jobs.decoys`)."""
 
     @property
+    def _threads(self) -> int | None:
+        """Threads for the ONNX Runtime sessions: the torch share (None: their default)."""
+        return self.settings.torch_threads if self.settings.torch_threads > 0 else None
+
+    @property
     def max_pixels(self) -> int:
         """Largest photo accepted, in pixels."""
         return self.settings.max_pixels
@@ -67,7 +72,7 @@ class Runtime:
     def detector(self, name: str = "yunet") -> FaceDetector:
         """The face detector ``name``, loaded once."""
         if name not in self._detectors:
-            self._detectors[name] = load_detector(name, self.store)
+            self._detectors[name] = load_detector(name, self.store, self._threads)
         return self._detectors[name]
 
     def detect(self, rgb: np.ndarray, min_face_size: float | None = None) -> list[Face]:
@@ -78,7 +83,7 @@ class Runtime:
     def landmarks106(self) -> Landmarks106:
         """The 106-point landmark model, loaded once."""
         if self._landmarks is None:
-            self._landmarks = Landmarks106(self.store.path("2d106det"))
+            self._landmarks = Landmarks106(self.store.path("2d106det"), self._threads)
         return self._landmarks
 
     def recognizer(self, name: str) -> Recognizer:
