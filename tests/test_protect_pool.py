@@ -93,3 +93,27 @@ def test_a_worker_that_dies_is_reported_for_its_photo_not_hung_on(settings: Sett
     assert len(got) == 1
     index, outcome = got[0]  # type: ignore[misc]
     assert index == 0 and isinstance(outcome, WorkerDied)
+
+
+def test_busy_workers_share_the_pool_threads_and_the_last_one_takes_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from workers.jobs.protect import pool
+
+    before = torch.get_num_threads()
+    busy = multiprocessing.get_context("spawn").Value("i", 2)
+    monkeypatch.setattr(pool, "_BUSY", busy)
+    monkeypatch.setattr(pool, "_CPU_THREADS", 4)
+    try:
+        pool._share_threads(0, 10)
+        assert torch.get_num_threads() == 2
+        busy.value = 1  # the other worker finished and nothing is queued
+        pool._share_threads(1, 10)
+        assert torch.get_num_threads() == 4
+        busy.value = 8  # more busy workers than threads: never below one
+        pool._share_threads(2, 10)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

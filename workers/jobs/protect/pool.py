@@ -5,6 +5,9 @@ One photo's attack scales poorly over CPU threads (its tensors are small: a batc
 than one. A batch of photos therefore finishes sooner as several photos at a time, each on
 its own process with a share of the threads (``facecloak protect --workers``). Each worker
 loads its own models (about 3 GB peak on large photos), so the automatic choice stays small.
+When fewer photos than workers are left, the workers still attacking take over the idle
+workers' threads (checked at every attack step), so the last photo of a batch is not left
+on one thread.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any
 
 from facecloak.contract.options import PhotoOutcome, ProtectOptions
 from facecloak.settings import Settings
@@ -24,6 +28,10 @@ MAX_AUTO_WORKERS = 4
 
 _RUNTIME: object | None = None
 """The worker process's Runtime (set by :func:`_start_worker`)."""
+_BUSY: Any = None
+"""The pool's shared count of workers attacking a photo (a ``multiprocessing.Value``)."""
+_CPU_THREADS = 1
+"""Threads of the whole pool, shared out between the busy workers."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +67,22 @@ def pool_shape(requested: int, photos: int, settings: Settings, cpus: int) -> Po
     return PoolShape(workers=workers, threads=max(1, total // workers))
 
 
-def _start_worker(settings: Settings, threads: int) -> None:
+def _start_worker(settings: Settings, shape: PoolShape, busy: Any) -> None:
     """Process initializer: this worker's Runtime, on its share of the threads."""
     from workers.jobs.runtime import Runtime
 
-    global _RUNTIME
-    _RUNTIME = Runtime(settings.model_copy(update={"torch_threads": threads}))
+    global _RUNTIME, _BUSY, _CPU_THREADS
+    _RUNTIME = Runtime(settings.model_copy(update={"torch_threads": shape.threads}))
+    _BUSY, _CPU_THREADS = busy, shape.workers * shape.threads
+
+
+def _share_threads(done: int, total: int) -> None:
+    """Progress hook: this worker's threads are the pool's over the workers now busy."""
+    import torch
+
+    want = max(1, _CPU_THREADS // max(1, int(_BUSY.value)))
+    if want != torch.get_num_threads():
+        torch.set_num_threads(want)
 
 
 def _protect(data: bytes, name: str, options: ProtectOptions) -> PhotoOutcome:
@@ -72,7 +90,13 @@ def _protect(data: bytes, name: str, options: ProtectOptions) -> PhotoOutcome:
     from workers.jobs.runtime import Runtime
 
     assert isinstance(_RUNTIME, Runtime), "worker started without a runtime"
-    return protect_photo(data, name, options, _RUNTIME)
+    with _BUSY.get_lock():
+        _BUSY.value += 1
+    try:
+        return protect_photo(data, name, options, _RUNTIME, _share_threads)
+    finally:
+        with _BUSY.get_lock():
+            _BUSY.value -= 1
 
 
 class WorkerDied(RuntimeError):
@@ -95,7 +119,7 @@ def protect_in_pool(
         max_workers=shape.workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(settings, shape.threads),
+        initargs=(settings, shape, context.Value("i", 0)),
     ) as pool:
         pending: dict[Future[PhotoOutcome], int] = {
             pool.submit(_protect, data, name, options): i for i, (name, data) in enumerate(photos)
