@@ -72,7 +72,7 @@ def add_backdoor_commands(sub: Any) -> None:
     sc.set_defaults(func=cmd_backdoor_scan)
 
     be = sub.add_parser("backdoor-bench", help="backdoor detection benchmark (digit models)")
-    be.add_argument("--split", choices=["tune", "report"], default="report")
+    be.add_argument("--split", choices=["tune", "report", "check"], default="report")
     be.add_argument("--cache", default=str(Path.home() / ".cache/facecloak/backdoor-zoo"))
     be.add_argument("--size", type=int, default=28)
     be.add_argument("--limit", type=int, default=None, help="at most this many models per group")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Backdoor detection benchmark:
-``python scripts/backdoor_bench.py [--split tune|report] [--task digits|glyphs|all]``."""
+``python scripts/backdoor_bench.py [--split tune|report|check] [--task digits|glyphs|all]``."""
 
 from __future__ import annotations
 

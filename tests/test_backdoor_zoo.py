@@ -42,15 +42,18 @@ def test_suites_cover_both_tasks_with_disjoint_seeds_and_stable_digit_names() ->
     for task in TASKS:
         tune, tune_ref = suite("tune", 28, task)
         report, report_ref = suite("report", 28, task)
-        assert {m.seed for m in [*tune, tune_ref]}.isdisjoint(m.seed for m in [*report, report_ref])
+        check, check_ref = suite("check", 28, task)
+        seeds = [{m.seed for m in [*s, r]} for s, r in ((tune, tune_ref), (report, report_ref))]
+        seeds.append({m.seed for m in [*check, check_ref]})
+        assert sum(map(len, seeds)) == len(set().union(*seeds)) == 3 * 22
         assert (
             sum(m.trigger != "none" for m in report) >= 10
             and sum(m.trigger == "none" for m in report) >= 10
         )
         assert {m.trigger for m in report} == {"none", "patch", "random_patch", "blend", "source"}
         assert all(m.task == task for m in report)
-        names |= {m.name for m in tune + report}
-    assert len(names) == 2 * 2 * 21  # no two models of the suites share a cache file
+        names |= {m.name for m in tune + report + check}
+    assert len(names) == 2 * 3 * 21  # no two models of the suites share a cache file
 
 
 def test_the_tables_give_each_task_and_all_tasks() -> None:

@@ -1,7 +1,7 @@
 """The detection benchmark: scan a zoo of clean and backdoored models of each task (digits,
 glyphs), with and without a clean reference of the same task, and print detection /
 false-positive / target / source rates and seconds per scan, per task and over all tasks.
-``tune`` and ``report`` use disjoint seeds.
+``tune``, ``report`` and ``check`` use disjoint seeds.
 """
 
 from __future__ import annotations
@@ -40,11 +40,15 @@ _BACKDOORS: dict[TaskName, Backdoors] = {
 }  # fmt: skip
 _SEED_BASE: dict[TaskName, int] = {"digits": 0, "glyphs": 100}
 """First seed of a task's ``tune`` split; its ``report`` split starts 50 later."""
+SPLIT_OFFSETS = {"tune": 0, "report": 50, "check": 200}
+"""Seed offset of each split from the task's base. ``check`` (session 11) is a fresh split
+that no choice was made on, run once to confirm the ``report`` figures after they had been
+seen."""
 
 
 def suite(split: str, size: int, task: TaskName = "digits") -> tuple[list[ZooModel], ZooModel]:
     """(models to scan, the clean reference) of a task's split: 11 backdoored, 10 clean."""
-    base = _SEED_BASE[task] + (0 if split == "tune" else 50)
+    base = _SEED_BASE[task] + SPLIT_OFFSETS[split]
     bad = [
         ZooModel(kind, target, source, seed=base + i, size=size, task=task)  # type: ignore[arg-type]
         for i, (kind, target, source) in enumerate(_BACKDOORS[task])
