@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from facecloak.contract.options import ProtectOptions
 from facecloak.settings import Settings
@@ -35,6 +36,8 @@ def test_automatic_shape_is_one_single_thread_worker_per_cpu_up_to_the_cap() -> 
     # torch_threads is the CPU budget when set; a GPU runs one photo at a time
     assert pool_shape(0, 9, Settings(device="cpu", torch_threads=3), cpus=16) == PoolShape(3, 1)
     assert pool_shape(0, 9, Settings(device="cuda:0"), cpus=16) == PoolShape(1, 16)
+    auto = pool_shape(0, 9, Settings(device="auto"), cpus=16)  # resolved as the workers will
+    assert auto == (PoolShape(1, 16) if torch.cuda.is_available() else PoolShape(4, 4))
 
 
 def test_asked_shape_shares_the_threads_and_never_exceeds_the_photos() -> None:
@@ -98,8 +101,6 @@ def test_a_worker_that_dies_is_reported_for_its_photo_not_hung_on(settings: Sett
 def test_busy_workers_share_the_pool_threads_and_the_last_one_takes_them_all(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import torch
-
     from workers.jobs.protect import pool
 
     before = torch.get_num_threads()

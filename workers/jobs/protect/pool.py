@@ -61,7 +61,9 @@ def pool_shape(requested: int, photos: int, settings: Settings, cpus: int) -> Po
         raise ValueError(f"workers must be >= 0, got {requested}")
     total = settings.torch_threads if settings.torch_threads > 0 else max(1, cpus)
     if requested == 0:
-        on_gpu = settings.device.startswith("cuda")
+        from workers.jobs.runtime import choose_device  # "auto" resolves as the workers will
+
+        on_gpu = choose_device(settings.device).type == "cuda"
         requested = 1 if on_gpu else min(total, MAX_AUTO_WORKERS)
     workers = max(1, min(requested, photos))
     return PoolShape(workers=workers, threads=max(1, total // workers))
