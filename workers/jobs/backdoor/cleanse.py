@@ -101,19 +101,20 @@ def _stamp_success(
     model: Model, inputs: Tensor, stamps: Tensor, budget: GroupTriggerBudget
 ) -> tuple[Tensor, Tensor]:
     """Per class: the share of ``inputs`` not already in it that its stamp sends there,
-    and how many inputs that was."""
-    masks, patterns = budget.split(stamps)
-    classes = masks.shape[0]
-    success, trials = torch.zeros(classes), torch.zeros(classes)
+    and how many inputs that was (every class's stamped inputs in one batch)."""
+    classes = budget.groups
     with torch.no_grad():
-        pred = model(inputs).argmax(1)
-        for t in range(classes):
-            x = inputs[pred != t]
-            trials[t] = len(x)
-            if len(x):
-                stamped = (1.0 - masks[t]) * x + masks[t] * patterns[t]
-                success[t] = (model(stamped).argmax(1) == t).float().mean()
-    return success, trials
+        labels = torch.arange(classes, device=inputs.device)
+        outside = model(inputs).argmax(1)[None, :] != labels[:, None]
+        group, row = outside.nonzero(as_tuple=True)  # (class, input) pairs to stamp
+        trials = outside.sum(1).float()
+        success = torch.zeros(classes, device=inputs.device)
+        if group.numel():
+            stamped = GroupTriggerBudget(group, classes).apply(stamps, inputs[row])
+            hits = (model(stamped).argmax(1) == group).float()
+            success.index_add_(0, group, hits)
+            success = success / trials.clamp_min(1.0)
+    return success.cpu(), trials.cpu()
 
 
 @dataclass
